@@ -1,0 +1,181 @@
+"""A waitress server on a background thread that can be stopped cleanly.
+
+This is the only module that touches waitress internals (DESIGN §7), which is
+why pyproject.toml pins waitress to 3.0.x. A bare ``server.close()`` is not a
+clean stop: worker threads keep running and an idle keep-alive connection keeps
+the asyncore loop alive. The stop sequence here is:
+
+1. close the listening socket from inside the loop thread (a trigger thunk), so
+   no new connection is accepted and the port is free at once;
+2. wait (bounded) until no channel has a request in flight or unsent output;
+3. close every remaining channel and the trigger from the loop thread, which
+   empties the socket map and ends ``asyncore.loop``;
+4. shut the task dispatcher down and join the loop thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ThreadedTaskDispatcher
+
+log = logging.getLogger(__name__)
+
+WsgiApp = Callable[..., Any]
+
+
+class PortInUseError(OSError):
+    """The requested host:port is already taken by another program."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"Port {port} on {host} is already in use. Stop the other program "
+            f"or choose another port.",
+        )
+        self.host = host
+        self.port = port
+
+
+class WsgiServer:
+    """Serve a WSGI app with waitress on a daemon thread; ``stop()`` is clean."""
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        threads: int = 8,
+        name: str = "wsgi",
+        max_request_body_size: int = 1 << 20,
+        connection_limit: int = 200,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._requested_port = port
+        self._threads = threads
+        self._name = name
+        self._max_body = max_request_body_size
+        self._connection_limit = connection_limit
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when 0 was asked for); 0 when stopped."""
+        server = self._server
+        return int(server.effective_port) if server is not None else 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Bind and start serving; raises PortInUseError if the port is taken."""
+        with self._lock:
+            if self._server is not None:
+                raise RuntimeError(f"{self._name} server is already running")
+            # Our own dispatcher, started only after the bind succeeded: waitress
+            # would otherwise start its worker threads before binding and leak
+            # them when the port is taken.
+            dispatcher = ThreadedTaskDispatcher()
+            try:
+                server = create_server(
+                    self._app,
+                    _dispatcher=dispatcher,
+                    host=self._host,
+                    port=self._requested_port,
+                    threads=self._threads,
+                    ident="ursus",
+                    # Tracebacks never reach a client (STYLE §8).
+                    expose_tracebacks=False,
+                    max_request_body_size=self._max_body,
+                    connection_limit=self._connection_limit,
+                    # The app decides client addresses itself (trusted_proxies),
+                    # so waitress must not strip or rewrite forwarding headers.
+                    clear_untrusted_proxy_headers=False,
+                    asyncore_use_poll=True,
+                )
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUseError(self._host, self._requested_port) from exc
+                raise
+            assert isinstance(server, BaseWSGIServer)  # one listen socket
+            dispatcher.set_thread_count(self._threads)
+            self._server = server
+            self._thread = threading.Thread(
+                target=self._run, args=(server,), name=f"{self._name}-loop", daemon=True
+            )
+            self._thread.start()
+            log.info("%s server listening on %s", self._name, self.url)
+
+    @staticmethod
+    def _run(server: BaseWSGIServer) -> None:
+        try:
+            server.run()
+        except Exception:  # pragma: no cover - waitress loop failure is a bug
+            log.exception("waitress loop crashed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), free everything."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            if server is None or thread is None:
+                return
+            deadline = time.monotonic() + timeout
+            closed = threading.Event()
+
+            def close_listener() -> None:
+                server.accepting = False
+                wasyncore.dispatcher.close(server)  # listening socket only
+                closed.set()
+
+            server.trigger.pull_trigger(close_listener)
+            closed.wait(max(0.0, deadline - time.monotonic()))
+
+            while time.monotonic() < deadline and _busy_channels(server):
+                time.sleep(0.01)
+
+            def close_all() -> None:
+                for channel in list(server._map.values()):
+                    if channel is not server.trigger:
+                        channel.close()
+                server.trigger.close()
+
+            server.trigger.pull_trigger(close_all)
+            thread.join(max(0.1, deadline - time.monotonic()))
+            server.task_dispatcher.shutdown(timeout=max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():  # pragma: no cover - only if waitress changed
+                log.error("%s server loop did not stop within %.1fs", self._name, timeout)
+            self._server = None
+            self._thread = None
+            log.info("%s server stopped", self._name)
+
+
+def _busy_channels(server: BaseWSGIServer) -> int:
+    """Channels with a request being served or output not yet flushed."""
+    busy = 0
+    for channel in list(server._map.values()):
+        if channel is server.trigger or channel is server:
+            continue
+        if getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0):
+            busy += 1
+    return busy
