@@ -26,8 +26,8 @@ APP_NAME = "ursus"
 KEYRING_SERVICE = "ursus"
 
 # Environment variable names, also the keyring usernames (DESIGN §5).
-ENV_SECRET_KEY = "STRIPE_SECRET_KEY"
-ENV_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"  # comma-separated: rotation
+ENV_SECRET_KEY = "STRIPE_SECRET_KEY"  # noqa: S105 (a variable name)
+ENV_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"  # noqa: S105 (comma-separated: rotation)
 ENV_ACCOUNT = "CONNECTED_ACCOUNT_ID"
 ENV_API_KEY = "URSUS_API_KEY"  # comma-separated: rotation
 SECRET_NAMES = (ENV_SECRET_KEY, ENV_WEBHOOK_SECRET, ENV_ACCOUNT, ENV_API_KEY)
@@ -135,8 +135,7 @@ def secret_problems(secrets: Secrets) -> list[ConfigProblem]:
         problems.append(
             ConfigProblem(
                 ENV_SECRET_KEY,
-                "malformed: expected sk_test_, sk_live_, rk_test_ or rk_live_ followed by "
-                "the key",
+                "malformed: expected sk_test_, sk_live_, rk_test_ or rk_live_ followed by the key",
             )
         )
     if not secrets.webhook_secrets:

@@ -6,10 +6,27 @@ from decimal import ROUND_HALF_UP, Decimal
 
 # docs.stripe.com/currencies#zero-decimal
 ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
 )
 # docs.stripe.com/currencies#three-decimal: amounts must end in 0.
-THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 # Stripe's charge limits, in minor units. The USD bounds are the rule;
 # zero-decimal currencies get their own floor (roughly 50 US cents).

@@ -1,0 +1,9 @@
+"""`python -m gateway` is `ursus-gateway`."""
+
+from __future__ import annotations
+
+import sys
+
+from gateway.cli import main
+
+sys.exit(main())
