@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -93,17 +95,16 @@ class WsgiServer:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError(f"{self._name} server is already running")
-            # Our own dispatcher, started only after the bind succeeded: waitress
-            # would otherwise start its worker threads before binding and leak
-            # them when the port is taken.
+            # We bind the socket ourselves: waitress would otherwise leak its worker
+            # threads and the half-made socket when the port is taken. Its own
+            # dispatcher gets threads only once everything is bound.
+            sock = _bind(self._host, self._requested_port)
             dispatcher = ThreadedTaskDispatcher()
             try:
                 server = create_server(
                     self._app,
                     _dispatcher=dispatcher,
-                    host=self._host,
-                    port=self._requested_port,
-                    threads=self._threads,
+                    sockets=[sock],
                     ident="ursus",
                     # Tracebacks never reach a client (STYLE §8).
                     expose_tracebacks=False,
@@ -114,9 +115,8 @@ class WsgiServer:
                     clear_untrusted_proxy_headers=False,
                     asyncore_use_poll=True,
                 )
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUseError(self._host, self._requested_port) from exc
+            except BaseException:
+                sock.close()
                 raise
             assert isinstance(server, BaseWSGIServer)  # one listen socket
             dispatcher.set_thread_count(self._threads)
@@ -168,6 +168,26 @@ class WsgiServer:
             self._server = None
             self._thread = None
             log.info("%s server stopped", self._name)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to host:port, or PortInUseError."""
+    family, socktype, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        if os.name == "posix":  # TIME_WAIT must not block a restart on the same port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from exc
+        raise
+    return sock
 
 
 def _busy_channels(server: BaseWSGIServer) -> int:
