@@ -158,7 +158,7 @@ class GatewayController(QObject):
 
         return Qt.ConnectionType.QueuedConnection
 
-    # -- state -----------------------------------------------------------------
+    # -- state ------------
 
     @property
     def is_running(self) -> bool:
@@ -235,7 +235,7 @@ class GatewayController(QObject):
     def _submit(self, fn: Callable[[], None]) -> None:
         self._pool.start(_Job(fn))
 
-    # -- secrets and settings ----------------------------------------------------
+    # -- secrets and settings ------------
 
     def load_secrets(self) -> None:
         """Read the keyring in a worker; ``secrets_loaded`` or ``failed`` follows."""
@@ -323,7 +323,7 @@ class GatewayController(QObject):
 
         self._submit(work)
 
-    # -- ledger --------------------------------------------------------------------
+    # -- ledger ------------
 
     def open_ledger(self) -> None:
         """(Re)open the ledger of the current mode in a worker, for browsing while stopped."""
@@ -481,7 +481,7 @@ class GatewayController(QObject):
         self._pool.waitForDone(15000)
         self._drop_ledger()
 
-    # -- actions ------------------------------------------------------------------------
+    # -- actions ------------
 
     def retry_transfer(self, charge_id: str) -> None:
         """Queue a failed transfer again (the service checks Stripe first); ``transfer_retried``."""

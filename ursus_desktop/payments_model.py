@@ -206,7 +206,7 @@ class ChargesModel(QAbstractTableModel):
         self._count = self._ledger.count_charges(self._filter)
         self._totals = self._ledger.totals(self._filter)
 
-    # -- reading -------------------------------------------------------------------------
+    # -- reading ------------
 
     @property
     def charge_filter(self) -> ChargeFilter:

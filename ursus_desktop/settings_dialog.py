@@ -197,7 +197,7 @@ class SettingsDialog(QDialog):
         edit.setPlaceholderText(placeholder)
         return edit
 
-    # -- results -----------------------------------------------------------------------
+    # -- results ------------
 
     def secrets(self) -> Secrets:
         return Secrets.from_mapping(
@@ -241,7 +241,7 @@ class SettingsDialog(QDialog):
             fee_source=FeeSourcePolicy(self.fee_source.currentData()),
         )
 
-    # -- validation --------------------------------------------------------------------------
+    # -- validation ------------
 
     def validate(self) -> list[ConfigProblem]:
         """Mark bad fields, list the problems, enable Save only when nothing is malformed."""
@@ -287,7 +287,7 @@ class SettingsDialog(QDialog):
         )
         return problems
 
-    # -- slots -----------------------------------------------------------------------------------
+    # -- slots ------------
 
     @Slot()
     @Slot(str)

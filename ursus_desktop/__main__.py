@@ -1,0 +1,57 @@
+"""``ursus`` / ``python -m ursus_desktop``: the desktop window (or --selftest, --version)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ursus_desktop import APP_NAME, __version__
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ursus", description=f"{APP_NAME} desktop window")
+    parser.add_argument("--version", action="version", version=f"ursus {__version__}")
+    parser.add_argument(
+        "--selftest",
+        action="store_true",
+        help="run one sandbox sale end to end without a window, print the result and exit",
+    )
+    parser.add_argument(
+        "--sandbox", action="store_true", help="start in sandbox mode (offline Stripe simulator)"
+    )
+    args, _qt_args = parser.parse_known_args(argv)  # Qt's own flags (-style ...) pass through
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.selftest:
+        from ursus_desktop.selftest import run_selftest
+
+        return run_selftest()
+
+    from ursus_desktop.app import display_problem
+
+    problem = display_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+
+    from PySide6.QtCore import QSettings
+
+    from ursus_desktop.app import make_application
+    from ursus_desktop.controller import GatewayController
+    from ursus_desktop.main_window import MainWindow
+
+    app = make_application([sys.argv[0]])
+    sandbox = args.sandbox or QSettings().value("gateway/sandbox", False, type=bool)
+    controller = GatewayController(sandbox=bool(sandbox))
+    window = MainWindow(controller)
+    controller.open_ledger()
+    controller.load_secrets()
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
