@@ -92,18 +92,32 @@ def clean_fixtures(resources: dict[str, Any]) -> dict[str, Any]:
     charge.pop("source", None)
     charge.pop("refunds", None)  # not included since API 2022-11-15
     charge.update(
-        transfer_data=None, shipping=None, receipt_url=None, billing_details=None,
-        payment_method_details=None, captured=True, status="succeeded",
+        transfer_data=None,
+        shipping=None,
+        receipt_url=None,
+        billing_details=None,
+        payment_method_details=None,
+        captured=True,
+        status="succeeded",
     )
     charge["outcome"] = {
-        "network_status": "approved_by_network", "reason": None, "risk_level": "normal",
-        "seller_message": "Payment complete.", "type": "authorized",
+        "network_status": "approved_by_network",
+        "reason": None,
+        "risk_level": "normal",
+        "seller_message": "Payment complete.",
+        "type": "authorized",
     }
     pi = objs["payment_intent"]
     pi.update(
-        canceled_at=None, last_payment_error=None, next_action=None, processing=None,
-        transfer_data=None, shipping=None, payment_method_configuration_details=None,
-        amount_details=None, managed_payments=None,
+        canceled_at=None,
+        last_payment_error=None,
+        next_action=None,
+        processing=None,
+        transfer_data=None,
+        shipping=None,
+        payment_method_configuration_details=None,
+        amount_details=None,
+        managed_payments=None,
     )
     objs["event"]["data"] = {"object": {}}
     objs["event"]["api_version"] = "2024-06-20"

@@ -60,14 +60,24 @@ def decode_params(pairs: Iterable[tuple[str, str]]) -> Params:
     for key, value in pairs:
         match = _KEY_RE.match(key)
         if match is None:
-            raise StripeError(400, f"Invalid parameter name: {key}", code="parameter_unknown",
-                              param=key, store=False)
+            raise StripeError(
+                400,
+                f"Invalid parameter name: {key}",
+                code="parameter_unknown",
+                param=key,
+                store=False,
+            )
         parts = [match.group(1), *_SEG_RE.findall(match.group(2))]
         node: Any = root
         for i, part in enumerate(parts):
             if not isinstance(node, dict):
-                raise StripeError(400, f"Invalid parameter: {key}", code="parameter_invalid",
-                                  param=top_level(key), store=False)
+                raise StripeError(
+                    400,
+                    f"Invalid parameter: {key}",
+                    code="parameter_invalid",
+                    param=top_level(key),
+                    store=False,
+                )
             if part == "":
                 part = str(len(node))
             if i == len(parts) - 1:
@@ -101,22 +111,31 @@ def _expand_one(state: SandboxState, obj: Any, parts: list[str], full: str) -> N
             _expand_one(state, item, rest, full)
         return
     if head not in obj:
-        raise StripeError(400, f"This property cannot be expanded ({full}).",
-                          code="parameter_invalid", param="expand", store=False)
+        raise StripeError(
+            400,
+            f"This property cannot be expanded ({full}).",
+            code="parameter_invalid",
+            param="expand",
+            store=False,
+        )
     value = obj[head]
     if isinstance(value, str):
         found = state.lookup(value)
         if found is None:
-            raise StripeError(400, f"This property cannot be expanded ({full}).",
-                              code="parameter_invalid", param="expand", store=False)
+            raise StripeError(
+                400,
+                f"This property cannot be expanded ({full}).",
+                code="parameter_invalid",
+                param="expand",
+                store=False,
+            )
         value = obj[head] = json.loads(json.dumps(public(found)))
     if rest and isinstance(value, dict):
         _expand_one(state, value, rest, full)
 
 
 def _json(body: Mapping[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body, indent=2) + "\n", status=status,
-                    mimetype="application/json")
+    return Response(json.dumps(body, indent=2) + "\n", status=status, mimetype="application/json")
 
 
 def _state() -> SandboxState:
@@ -143,15 +162,19 @@ def _check_auth(state: SandboxState) -> None:
         token = ""
     if not token:
         raise StripeError(
-            401, "You did not provide an API key. You need to provide your API key in the "
+            401,
+            "You did not provide an API key. You need to provide your API key in the "
             "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
-            "YOUR_SECRET_KEY').", store=False)
+            "YOUR_SECRET_KEY').",
+            store=False,
+        )
     if not hmac.compare_digest(token.encode(), state.secret_key.encode()):
         shown = token[:8] + "*" * 4 + token[-4:] if len(token) > 12 else "****"
         raise StripeError(401, f"Invalid API Key provided: {shown}", store=False)
 
 
 Handler = Callable[[SandboxState, Params], dict[str, Any]]
+Handler2 = Callable[[str, Params], dict[str, Any]]
 
 
 def _serve(template: str, handler: Handler, expandable: bool = True) -> Response:
@@ -162,12 +185,21 @@ def _serve(template: str, handler: Handler, expandable: bool = True) -> Response
     pairs = _request_pairs()
     for name, _ in pairs:
         if top_level(name) not in allowed:
-            raise StripeError(400, f"Received unknown parameter: {top_level(name)}",
-                              code="parameter_unknown", param=top_level(name), store=False)
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {top_level(name)}",
+                code="parameter_unknown",
+                param=top_level(name),
+                store=False,
+            )
     params = decode_params(pairs)
     key = request.headers.get("Idempotency-Key")
-    current_request.set({"id": request.environ.get("sandbox.request_id"),
-                         "idempotency_key": key if method == "POST" else None})
+    current_request.set(
+        {
+            "id": request.environ.get("sandbox.request_id"),
+            "idempotency_key": key if method == "POST" else None,
+        }
+    )
 
     def run() -> tuple[int, bytes]:
         try:
@@ -192,16 +224,24 @@ def _serve(template: str, handler: Handler, expandable: bool = True) -> Response
         if entry is not None:
             if entry.fingerprint != fingerprint:
                 raise StripeError(
-                    400, "Keys for idempotent requests can only be used with the same "
+                    400,
+                    "Keys for idempotent requests can only be used with the same "
                     "parameters they were first used with. Try using a key other than "
                     f"'{key}' if you meant to execute a different request.",
-                    type="idempotency_error", code="idempotency_error", store=False)
+                    type="idempotency_error",
+                    code="idempotency_error",
+                    store=False,
+                )
             if not entry.done:
                 raise StripeError(
-                    409, "There is currently another in-progress request using this "
+                    409,
+                    "There is currently another in-progress request using this "
                     "Idempotent Key (that probably means you submitted twice, and the other "
-                    "request is still going through): " f"{key}. Please try again later.",
-                    code="idempotency_key_in_use", store=False)
+                    "request is still going through): "
+                    f"{key}. Please try again later.",
+                    code="idempotency_key_in_use",
+                    store=False,
+                )
             resp = Response(entry.body, status=entry.status, mimetype="application/json")
             resp.headers["Idempotent-Replayed"] = "true"
             resp.headers["Original-Request"] = entry.request_id
@@ -244,10 +284,15 @@ def create_app(state: SandboxState) -> Flask:
     @app.errorhandler(404)
     @app.errorhandler(405)
     def unrecognized(_exc: Exception) -> Response:
-        return _json(StripeError(404, f"Unrecognized request URL ({request.method}: "
-                                      f"{request.path}). Please see https://stripe.com/docs "
-                                      "or we can help at https://support.stripe.com/.").body(),
-                     404)
+        return _json(
+            StripeError(
+                404,
+                f"Unrecognized request URL ({request.method}: "
+                f"{request.path}). Please see https://stripe.com/docs "
+                "or we can help at https://support.stripe.com/.",
+            ).body(),
+            404,
+        )
 
     def route(rule: str, template: str, methods: dict[str, Handler]) -> None:
         def view(**kwargs: str) -> Response:
@@ -257,42 +302,87 @@ def create_app(state: SandboxState) -> Flask:
         app.add_url_rule(rule, endpoint=template, view_func=view, methods=list(methods))
 
     pid = "_path"
-    route("/v1/payment_intents", "/v1/payment_intents", {
-        "POST": lambda st, p: st.create_payment_intent(p),
-        "GET": lambda st, p: st.list_payment_intents(p),
-    })
-    route("/v1/payment_intents/<intent>", "/v1/payment_intents/{intent}", {
-        "GET": lambda st, p: st.payment_intent(p[pid]["intent"]),
-        "POST": lambda st, p: _update_payment_intent(st, p[pid]["intent"], p),
-    })
+    route(
+        "/v1/payment_intents",
+        "/v1/payment_intents",
+        {
+            "POST": lambda st, p: st.create_payment_intent(p),
+            "GET": lambda st, p: st.list_payment_intents(p),
+        },
+    )
+    route(
+        "/v1/payment_intents/<intent>",
+        "/v1/payment_intents/{intent}",
+        {
+            "GET": lambda st, p: st.payment_intent(p[pid]["intent"]),
+            "POST": lambda st, p: _update_payment_intent(st, p[pid]["intent"], p),
+        },
+    )
+
+    def intent_action(action: str) -> Handler:
+        def handle(st: SandboxState, p: Params) -> dict[str, Any]:
+            method: Handler2 = getattr(st, f"{action}_payment_intent")
+            return method(p[pid]["intent"], p)
+
+        return handle
+
     for action in ("confirm", "capture", "cancel"):
-        route(f"/v1/payment_intents/<intent>/{action}", f"/v1/payment_intents/{{intent}}/{action}",
-              {"POST": lambda st, p, a=action: getattr(st, f"{a}_payment_intent")(
-                  p[pid]["intent"], p)})
-    route("/v1/charges/<charge>", "/v1/charges/{charge}",
-          {"GET": lambda st, p: st.charge(p[pid]["charge"])})
-    route("/v1/balance_transactions/<id>", "/v1/balance_transactions/{id}",
-          {"GET": lambda st, p: st.balance_transaction(p[pid]["id"])})
-    route("/v1/transfers", "/v1/transfers", {
-        "POST": lambda st, p: st.create_transfer(p),
-        "GET": lambda st, p: st.list_transfers(p),
-    })
-    route("/v1/transfers/<transfer>", "/v1/transfers/{transfer}",
-          {"GET": lambda st, p: st.transfer(p[pid]["transfer"])})
-    route("/v1/transfers/<id>/reversals", "/v1/transfers/{id}/reversals", {
-        "POST": lambda st, p: st.create_reversal(p[pid]["id"], p),
-        "GET": lambda st, p: st.list_reversals(p[pid]["id"], p),
-    })
-    route("/v1/refunds", "/v1/refunds", {
-        "POST": lambda st, p: st.create_refund(p),
-        "GET": lambda st, p: st.list_refunds(p),
-    })
-    route("/v1/refunds/<refund>", "/v1/refunds/{refund}",
-          {"GET": lambda st, p: st.refund(p[pid]["refund"])})
+        route(
+            f"/v1/payment_intents/<intent>/{action}",
+            f"/v1/payment_intents/{{intent}}/{action}",
+            {"POST": intent_action(action)},
+        )
+    route(
+        "/v1/charges/<charge>",
+        "/v1/charges/{charge}",
+        {"GET": lambda st, p: st.charge(p[pid]["charge"])},
+    )
+    route(
+        "/v1/balance_transactions/<id>",
+        "/v1/balance_transactions/{id}",
+        {"GET": lambda st, p: st.balance_transaction(p[pid]["id"])},
+    )
+    route(
+        "/v1/transfers",
+        "/v1/transfers",
+        {
+            "POST": lambda st, p: st.create_transfer(p),
+            "GET": lambda st, p: st.list_transfers(p),
+        },
+    )
+    route(
+        "/v1/transfers/<transfer>",
+        "/v1/transfers/{transfer}",
+        {"GET": lambda st, p: st.transfer(p[pid]["transfer"])},
+    )
+    route(
+        "/v1/transfers/<id>/reversals",
+        "/v1/transfers/{id}/reversals",
+        {
+            "POST": lambda st, p: st.create_reversal(p[pid]["id"], p),
+            "GET": lambda st, p: st.list_reversals(p[pid]["id"], p),
+        },
+    )
+    route(
+        "/v1/refunds",
+        "/v1/refunds",
+        {
+            "POST": lambda st, p: st.create_refund(p),
+            "GET": lambda st, p: st.list_refunds(p),
+        },
+    )
+    route(
+        "/v1/refunds/<refund>",
+        "/v1/refunds/{refund}",
+        {"GET": lambda st, p: st.refund(p[pid]["refund"])},
+    )
     route("/v1/events", "/v1/events", {"GET": lambda st, p: st.list_events(p)})
     route("/v1/events/<id>", "/v1/events/{id}", {"GET": lambda st, p: st.event(p[pid]["id"])})
-    route("/v1/accounts/<account>", "/v1/accounts/{account}",
-          {"GET": lambda st, p: st.account(p[pid]["account"])})
+    route(
+        "/v1/accounts/<account>",
+        "/v1/accounts/{account}",
+        {"GET": lambda st, p: st.account(p[pid]["account"])},
+    )
     route("/v1/balance", "/v1/balance", {"GET": lambda st, p: st.balance()})
     return app
 
@@ -308,8 +398,12 @@ def _update_payment_intent(state: SandboxState, pi_id: str, params: Params) -> d
                 pi[name] = params[name] or None
         if params.get("amount") not in (None, ""):
             if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
-                raise StripeError(400, "The amount cannot be updated in this status.",
-                                  code="payment_intent_unexpected_state", param="amount")
+                raise StripeError(
+                    400,
+                    "The amount cannot be updated in this status.",
+                    code="payment_intent_unexpected_state",
+                    param="amount",
+                )
             pi["amount"] = int(params["amount"])
         return pi
 
@@ -332,15 +426,19 @@ class SandboxMiddleware:
             environ["wsgi.input"] = io.BytesIO(body)
         names = [k for k, _ in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
         if "form-urlencoded" in environ.get("CONTENT_TYPE", ""):
-            names += [k for k, _ in parse_qsl(body.decode("utf-8", "replace"),
-                                              keep_blank_values=True)]
+            names += [
+                k for k, _ in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            ]
         request_id = new_id("req_", 14)
         environ["sandbox.request_id"] = request_id
         key = environ.get("HTTP_IDEMPOTENCY_KEY")
 
         def record(status: int, fault: FaultKind | None = None) -> None:
-            self.state.record_request(RecordedRequest(
-                method, path, tuple(names), status, fault.value if fault else None, key))
+            self.state.record_request(
+                RecordedRequest(
+                    method, path, tuple(names), status, fault.value if fault else None, key
+                )
+            )
 
         if self.faults.latency > 0:
             time.sleep(self.faults.latency)
@@ -353,17 +451,32 @@ class SandboxMiddleware:
         if fault in (FaultKind.ERROR_500, FaultKind.ERROR_429):
             status = int(fault.value)
             record(status, fault)
-            err = (StripeError(500, "An unknown error occurred (sandbox fault injection).",
-                               type="api_error", code=None)
-                   if status == 500 else
-                   StripeError(429, "Too many requests hit the API too quickly (sandbox "
-                               "fault injection).", code="rate_limit"))
+            err = (
+                StripeError(
+                    500,
+                    "An unknown error occurred (sandbox fault injection).",
+                    type="api_error",
+                    code=None,
+                )
+                if status == 500
+                else StripeError(
+                    429,
+                    "Too many requests hit the API too quickly (sandbox fault injection).",
+                    code="rate_limit",
+                )
+            )
             payload = (json.dumps(err.body(), indent=2) + "\n").encode()
-            headers = [("Content-Type", "application/json"), ("Request-Id", request_id),
-                       ("Content-Length", str(len(payload)))]
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Request-Id", request_id),
+                ("Content-Length", str(len(payload))),
+            ]
             if self.faults.should_retry_header:
                 headers.append(("Stripe-Should-Retry", "true"))
-            start_response(f"{status} {'Internal Server Error' if status == 500 else 'Too Many Requests'}", headers)
+            start_response(
+                f"{status} {'Internal Server Error' if status == 500 else 'Too Many Requests'}",
+                headers,
+            )
             return [payload]
         if fault is FaultKind.SLOW:
             time.sleep(self.faults.slow_seconds)
@@ -374,8 +487,11 @@ class SandboxMiddleware:
             seen.append(int(status.split(" ", 1)[0]))
             if fault is FaultKind.RESET_AFTER:
                 return lambda _data: None
-            return start_response(status, headers, exc_info) if exc_info else start_response(
-                status, headers)
+            return (
+                start_response(status, headers, exc_info)
+                if exc_info
+                else start_response(status, headers)
+            )
 
         result = self.app(environ, capture_status)
         if fault is FaultKind.RESET_AFTER:

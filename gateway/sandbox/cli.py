@@ -53,8 +53,11 @@ def run(
         print(f"error: {problem}", file=sys.stderr)
         return 2
     sandbox = SandboxServer(
-        host=args.host, port=args.port, secret_key=args.secret_key,
-        webhook_secret=args.webhook_secret, connected_account_id=args.account,
+        host=args.host,
+        port=args.port,
+        secret_key=args.secret_key,
+        webhook_secret=args.webhook_secret,
+        connected_account_id=args.account,
         webhook_url=args.webhook_url,
     )
     try:
@@ -63,7 +66,7 @@ def run(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
@@ -74,8 +77,7 @@ def run(
         print(f"  STRIPE_SECRET_KEY={sandbox.secret_key}", file=out)
         print(f"  STRIPE_WEBHOOK_SECRET={sandbox.webhook_secret}", file=out)
         print(f"  CONNECTED_ACCOUNT_ID={sandbox.connected_account_id}", file=out)
-        print(f"  webhooks -> {sandbox.webhook_url or '(none: events are only stored)'}",
-              file=out)
+        print(f"  webhooks -> {sandbox.webhook_url or '(none: events are only stored)'}", file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)
         while not stop.wait(0.5):
             pass

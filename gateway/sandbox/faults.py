@@ -54,7 +54,7 @@ class FaultPlan:
         should_retry_header: bool = True,
     ) -> None:
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - seeded, reproducible faults
         self._rules: list[FaultRule] = []
         self._queued: deque[tuple[str, str | None, FaultKind]] = deque()
         # Global latency added to every API request, seconds.

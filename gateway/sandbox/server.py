@@ -43,19 +43,28 @@ class SandboxServer:
         self.webhook_secret = webhook_secret or _fake("whsec_test_sandbox_", 32)
         self.connected_account_id = connected_account_id or _fake("acct_sandbox", 8)
         self.state = SandboxState(
-            self.secret_key, self.connected_account_id, fee_schedule=fee_schedule,
+            self.secret_key,
+            self.connected_account_id,
+            fee_schedule=fee_schedule,
             webhook_url=webhook_url,
         )
         self.faults = faults or FaultPlan(seed)
         self.webhooks = WebhookDispatcher(
-            self.state, self.webhook_secret, retry_delays=retry_delays,
-            deliver_twice=deliver_twice, shuffle=shuffle_webhooks, seed=seed,
+            self.state,
+            self.webhook_secret,
+            retry_delays=retry_delays,
+            deliver_twice=deliver_twice,
+            shuffle=shuffle_webhooks,
+            seed=seed,
         )
         self.state.event_listeners.append(self.webhooks.on_event)
         self.app = create_app(self.state)
         self._server = WsgiServer(
-            SandboxMiddleware(self.app, self.state, self.faults), host, port,
-            threads=threads, name="sandbox",
+            SandboxMiddleware(self.app, self.state, self.faults),
+            host,
+            port,
+            threads=threads,
+            name="sandbox",
         )
 
     @classmethod

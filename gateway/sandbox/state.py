@@ -89,7 +89,7 @@ class StripeError(Exception):
         *,
         code: str | None = None,
         param: str | None = None,
-        type: str = "invalid_request_error",  # noqa: A002 - Stripe's field name
+        type: str = "invalid_request_error",
         store: bool = True,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
@@ -115,15 +115,16 @@ class StripeError(Exception):
 
 def missing(param: str) -> StripeError:
     return StripeError(
-        400, f"Missing required param: {param}.", code="parameter_missing", param=param,
+        400,
+        f"Missing required param: {param}.",
+        code="parameter_missing",
+        param=param,
         store=False,
     )
 
 
 def no_such(kind: str, ident: str, param: str | None = "id", status: int = 404) -> StripeError:
-    return StripeError(
-        status, f"No such {kind}: '{ident}'", code="resource_missing", param=param
-    )
+    return StripeError(status, f"No such {kind}: '{ident}'", code="resource_missing", param=param)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,10 @@ def _int(params: Mapping[str, Any], name: str, *, required: bool = False) -> int
         return int(str(value))
     except ValueError:
         raise StripeError(
-            400, f"Invalid integer: {value}", code="parameter_invalid_integer", param=name,
+            400,
+            f"Invalid integer: {value}",
+            code="parameter_invalid_integer",
+            param=name,
             store=False,
         ) from None
 
@@ -170,8 +174,9 @@ def _str(params: Mapping[str, Any], name: str, *, required: bool = False) -> str
             raise missing(name)
         return None
     if not isinstance(value, str):
-        raise StripeError(400, f"Invalid string: {name}", code="parameter_invalid_string",
-                          param=name, store=False)
+        raise StripeError(
+            400, f"Invalid string: {name}", code="parameter_invalid_string", param=name, store=False
+        )
     return value
 
 
@@ -183,8 +188,9 @@ def _bool(params: Mapping[str, Any], name: str) -> bool | None:
         return True
     if value in ("false", False):
         return False
-    raise StripeError(400, f"Invalid boolean: {value}", code="parameter_invalid_boolean",
-                      param=name, store=False)
+    raise StripeError(
+        400, f"Invalid boolean: {value}", code="parameter_invalid_boolean", param=name, store=False
+    )
 
 
 def _metadata(params: Mapping[str, Any], base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -193,8 +199,13 @@ def _metadata(params: Mapping[str, Any], base: Mapping[str, str] | None = None) 
     if value is None or value == "":
         return meta
     if not isinstance(value, dict):
-        raise StripeError(400, "Invalid metadata: must be an object", code="parameter_invalid",
-                          param="metadata", store=False)
+        raise StripeError(
+            400,
+            "Invalid metadata: must be an object",
+            code="parameter_invalid",
+            param="metadata",
+            store=False,
+        )
     for key, val in value.items():
         if val == "":
             meta.pop(key, None)  # Stripe: an empty value unsets the key
@@ -345,8 +356,13 @@ class SandboxState:
             )
         acct = template("account")
         acct.update(
-            id=acct_id, type="express", charges_enabled=True, payouts_enabled=True,
-            details_submitted=True, email="vendor@sandbox.invalid", metadata={},
+            id=acct_id,
+            type="express",
+            charges_enabled=True,
+            payouts_enabled=True,
+            details_submitted=True,
+            email="vendor@sandbox.invalid",
+            metadata={},
         )
         acct["external_accounts"]["url"] = f"/v1/accounts/{acct_id}/external_accounts"
         acct["requirements"].update(currently_due=[], eventually_due=[], disabled_reason=None)
@@ -357,11 +373,19 @@ class SandboxState:
             bal = template("balance")
             currencies = sorted(set(self.available) | set(self.pending)) or ["usd"]
             bal["available"] = [
-                {"amount": self.available.get(c, 0), "currency": c, "source_types": {"card": self.available.get(c, 0)}}
+                {
+                    "amount": self.available.get(c, 0),
+                    "currency": c,
+                    "source_types": {"card": self.available.get(c, 0)},
+                }
                 for c in currencies
             ]
             bal["pending"] = [
-                {"amount": self.pending.get(c, 0), "currency": c, "source_types": {"card": self.pending.get(c, 0)}}
+                {
+                    "amount": self.pending.get(c, 0),
+                    "currency": c,
+                    "source_types": {"card": self.pending.get(c, 0)},
+                }
                 for c in currencies
             ]
             bal["connect_reserved"] = [{"amount": 0, "currency": c} for c in currencies]
@@ -419,12 +443,22 @@ class SandboxState:
         currency = _currency(params)
         assert amount is not None
         if amount < 1:
-            raise StripeError(400, "This value must be greater than or equal to 1.",
-                              code="parameter_invalid_integer", param="amount", store=False)
+            raise StripeError(
+                400,
+                "This value must be greater than or equal to 1.",
+                code="parameter_invalid_integer",
+                param="amount",
+                store=False,
+            )
         capture_method = _str(params, "capture_method") or "automatic"
         if capture_method not in ("automatic", "automatic_async", "manual"):
-            raise StripeError(400, f"Invalid capture_method: {capture_method}",
-                              code="parameter_invalid", param="capture_method", store=False)
+            raise StripeError(
+                400,
+                f"Invalid capture_method: {capture_method}",
+                code="parameter_invalid",
+                param="capture_method",
+                store=False,
+            )
         apm = params.get("automatic_payment_methods")
         types = _as_list(params.get("payment_method_types") or ["card"], "payment_method_types")
         with self.lock:
@@ -437,7 +471,8 @@ class SandboxState:
                 amount_received=0,
                 automatic_payment_methods=(
                     {"enabled": _bool(apm, "enabled") or False, "allow_redirects": "always"}
-                    if isinstance(apm, dict) else None
+                    if isinstance(apm, dict)
+                    else None
                 ),
                 capture_method=capture_method,
                 client_secret=f"{pi_id}_secret_{new_id('', 25)}",
@@ -459,9 +494,10 @@ class SandboxState:
             self.payment_intents[pi_id] = pi
             self.emit("payment_intent.created", pi)
             if _bool(params, "confirm"):
-                return self.confirm_payment_intent(pi_id, {
-                    k: v for k, v in params.items() if k in ("payment_method", "receipt_email")
-                })
+                return self.confirm_payment_intent(
+                    pi_id,
+                    {k: v for k, v in params.items() if k in ("payment_method", "receipt_email")},
+                )
             return pi
 
     def confirm_payment_intent(self, pi_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -471,7 +507,8 @@ class SandboxState:
                 raise StripeError(
                     400,
                     f"This PaymentIntent's status is {pi['status']}; it cannot be confirmed.",
-                    code="payment_intent_unexpected_state", param=None,
+                    code="payment_intent_unexpected_state",
+                    param=None,
                     extra={"payment_intent": copy.deepcopy(pi)},
                 )
             pm = _str(params, "payment_method") or pi["payment_method"]
@@ -495,16 +532,24 @@ class SandboxState:
             if pm in DECLINED_CARDS:
                 pi["status"] = "requires_payment_method"
                 pi["last_payment_error"] = {
-                    "type": "card_error", "code": "card_declined",
-                    "decline_code": DECLINED_CARDS[pm], "message": "Your card was declined.",
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": DECLINED_CARDS[pm],
+                    "message": "Your card was declined.",
                     "charge": charge["id"],
                 }
                 self.emit("charge.failed", charge)
                 self.emit("payment_intent.payment_failed", pi)
                 raise StripeError(
-                    402, "Your card was declined.", code="card_declined", type="card_error",
-                    extra={"decline_code": DECLINED_CARDS[pm], "charge": charge["id"],
-                           "payment_intent": copy.deepcopy(pi)},
+                    402,
+                    "Your card was declined.",
+                    code="card_declined",
+                    type="card_error",
+                    extra={
+                        "decline_code": DECLINED_CARDS[pm],
+                        "charge": charge["id"],
+                        "payment_intent": copy.deepcopy(pi),
+                    },
                 )
             if pi["capture_method"] == "manual":
                 pi["status"] = "requires_capture"
@@ -536,14 +581,17 @@ class SandboxState:
             amount = _int(params, "amount_to_capture") or pi["amount_capturable"]
             if amount > pi["amount_capturable"] or amount < 1:
                 raise StripeError(
-                    400, "The amount to capture must be less than or equal to the "
-                    "amount_capturable.", code="amount_too_large", param="amount_to_capture",
+                    400,
+                    "The amount to capture must be less than or equal to the amount_capturable.",
+                    code="amount_too_large",
+                    param="amount_to_capture",
                 )
             pi["metadata"] = _metadata(params, pi["metadata"])
             charge = self.charges[pi["latest_charge"]]
             previous = {"captured": False, "amount_captured": 0}
-            charge.update(captured=True, amount_captured=amount,
-                          amount_refunded=charge["amount"] - amount)
+            charge.update(
+                captured=True, amount_captured=amount, amount_refunded=charge["amount"] - amount
+            )
             pi.update(status="succeeded", amount_received=amount, amount_capturable=0)
             self.emit("charge.captured", charge, previous)
             self.emit("payment_intent.succeeded", pi)
@@ -555,11 +603,17 @@ class SandboxState:
             pi = self.payment_intent(pi_id)
             if pi["status"] in ("succeeded", "canceled"):
                 raise StripeError(
-                    400, f"You cannot cancel this PaymentIntent because it has a status of "
-                    f"{pi['status']}.", code="payment_intent_unexpected_state",
+                    400,
+                    f"You cannot cancel this PaymentIntent because it has a status of "
+                    f"{pi['status']}.",
+                    code="payment_intent_unexpected_state",
                 )
-            pi.update(status="canceled", canceled_at=int(time.time()), amount_capturable=0,
-                      cancellation_reason=_str(params, "cancellation_reason"))
+            pi.update(
+                status="canceled",
+                canceled_at=int(time.time()),
+                amount_capturable=0,
+                cancellation_reason=_str(params, "cancellation_reason"),
+            )
             self.emit("payment_intent.canceled", pi)
             return pi
 
@@ -591,8 +645,15 @@ class SandboxState:
             payment_intent=pi["id"],
             payment_method=pi["payment_method"],
             payment_method_details={
-                "card": {"brand": brand, "last4": last4, "country": "US", "exp_month": 12,
-                         "exp_year": 2034, "funding": "credit", "network": brand},
+                "card": {
+                    "brand": brand,
+                    "last4": last4,
+                    "country": "US",
+                    "exp_month": 12,
+                    "exp_year": 2034,
+                    "funding": "credit",
+                    "network": brand,
+                },
                 "type": "card",
             },
             receipt_email=pi["receipt_email"],
@@ -602,9 +663,11 @@ class SandboxState:
         )
         if declined:
             charge["outcome"] = {
-                "network_status": "declined_by_network", "reason": DECLINED_CARDS[pm],
-                "risk_level": "normal", "seller_message": "The bank did not return any further "
-                "details with this decline.", "type": "issuer_declined",
+                "network_status": "declined_by_network",
+                "reason": DECLINED_CARDS[pm],
+                "risk_level": "normal",
+                "seller_message": "The bank did not return any further details with this decline.",
+                "type": "issuer_declined",
             }
         self.charges[charge["id"]] = charge
         return charge
@@ -627,12 +690,28 @@ class SandboxState:
         now = int(time.time())
         txn = template("balance_transaction")
         txn.update(
-            id=new_id("txn_"), amount=amount, available_on=now + 2 * 86400, created=now,
-            currency=charge["currency"], description=charge["description"],
-            exchange_rate=None, fee=fee, net=amount - fee,
-            fee_details=[{"amount": fee, "application": None, "currency": charge["currency"],
-                          "description": "Stripe processing fees", "type": "stripe_fee"}],
-            reporting_category="charge", source=charge["id"], status="pending", type="charge",
+            id=new_id("txn_"),
+            amount=amount,
+            available_on=now + 2 * 86400,
+            created=now,
+            currency=charge["currency"],
+            description=charge["description"],
+            exchange_rate=None,
+            fee=fee,
+            net=amount - fee,
+            fee_details=[
+                {
+                    "amount": fee,
+                    "application": None,
+                    "currency": charge["currency"],
+                    "description": "Stripe processing fees",
+                    "type": "stripe_fee",
+                }
+            ],
+            reporting_category="charge",
+            source=charge["id"],
+            status="pending",
+            type="charge",
         )
         self.balance_transactions[txn["id"]] = txn
         cur = charge["currency"]
@@ -665,55 +744,100 @@ class SandboxState:
         source = _str(params, "source_transaction")
         with self.lock:
             if destination != self.connected_account_id:
-                raise StripeError(400, f"No such destination: '{destination}'",
-                                  code="resource_missing", param="destination")
+                raise StripeError(
+                    400,
+                    f"No such destination: '{destination}'",
+                    code="resource_missing",
+                    param="destination",
+                )
             if amount < 1:
-                raise StripeError(400, "This value must be greater than or equal to 1.",
-                                  code="parameter_invalid_integer", param="amount", store=False)
+                raise StripeError(
+                    400,
+                    "This value must be greater than or equal to 1.",
+                    code="parameter_invalid_integer",
+                    param="amount",
+                    store=False,
+                )
             if source is not None:
                 charge = self.charges.get(source)
                 if charge is None:
                     raise no_such("charge", source, param="source_transaction", status=400)
                 if not charge["captured"] or not charge["paid"]:
                     raise StripeError(
-                        400, f"The source transaction {source} has not been captured.",
-                        code="charge_not_captured", param="source_transaction")
+                        400,
+                        f"The source transaction {source} has not been captured.",
+                        code="charge_not_captured",
+                        param="source_transaction",
+                    )
                 if charge["currency"] != currency:
                     raise StripeError(
-                        400, f"The currency of source_transaction's balance transaction "
+                        400,
+                        f"The currency of source_transaction's balance transaction "
                         f"({charge['currency']}) must be the same as the transfer currency "
-                        f"({currency}).", code="parameter_invalid", param="currency")
+                        f"({currency}).",
+                        code="parameter_invalid",
+                        param="currency",
+                    )
                 left = self.transferable(source)
                 if amount > left:
                     raise StripeError(
-                        400, f"The transfer amount ({amount}) exceeds the amount left to "
+                        400,
+                        f"The transfer amount ({amount}) exceeds the amount left to "
                         f"transfer from source transaction {source} ({left}).",
-                        code="amount_too_large", param="amount")
+                        code="amount_too_large",
+                        param="amount",
+                    )
                 self.pending[currency] = self.pending.get(currency, 0) - amount
             else:
                 if amount > self.available.get(currency, 0):
-                    raise StripeError(400, INSUFFICIENT_FUNDS_MESSAGE,
-                                      code="balance_insufficient", param=None)
+                    raise StripeError(
+                        400, INSUFFICIENT_FUNDS_MESSAGE, code="balance_insufficient", param=None
+                    )
                 self.available[currency] -= amount
             now = int(time.time())
             txn = template("balance_transaction")
             tr_id = new_id("tr_")
             txn.update(
-                id=new_id("txn_"), amount=-amount, available_on=now, created=now,
-                currency=currency, description=_str(params, "description"), exchange_rate=None,
-                fee=0, fee_details=[], net=-amount, reporting_category="transfer", source=tr_id,
-                status="available", type="transfer",
+                id=new_id("txn_"),
+                amount=-amount,
+                available_on=now,
+                created=now,
+                currency=currency,
+                description=_str(params, "description"),
+                exchange_rate=None,
+                fee=0,
+                fee_details=[],
+                net=-amount,
+                reporting_category="transfer",
+                source=tr_id,
+                status="available",
+                type="transfer",
             )
             self.balance_transactions[txn["id"]] = txn
             tr = template("transfer")
             tr.update(
-                id=tr_id, amount=amount, amount_reversed=0, balance_transaction=txn["id"],
-                created=now, currency=currency, description=_str(params, "description"),
-                destination=destination, destination_payment=new_id("py_"), livemode=False,
-                metadata=_metadata(params), reversed=False, source_transaction=source,
-                source_type="card", transfer_group=_str(params, "transfer_group"),
-                reversals={"data": [], "has_more": False, "object": "list", "total_count": 0,
-                           "url": f"/v1/transfers/{tr_id}/reversals"},
+                id=tr_id,
+                amount=amount,
+                amount_reversed=0,
+                balance_transaction=txn["id"],
+                created=now,
+                currency=currency,
+                description=_str(params, "description"),
+                destination=destination,
+                destination_payment=new_id("py_"),
+                livemode=False,
+                metadata=_metadata(params),
+                reversed=False,
+                source_transaction=source,
+                source_type="card",
+                transfer_group=_str(params, "transfer_group"),
+                reversals={
+                    "data": [],
+                    "has_more": False,
+                    "object": "list",
+                    "total_count": 0,
+                    "url": f"/v1/transfers/{tr_id}/reversals",
+                },
             )
             self.transfers[tr_id] = tr
             self.emit("transfer.created", tr)
@@ -746,34 +870,59 @@ class SandboxState:
             amount = _int(params, "amount")
             amount = left if amount is None else amount
             if left == 0:
-                raise StripeError(400, f"Transfer {tr_id} has already been fully reversed.",
-                                  code="parameter_invalid",
-                                  param="amount")
+                raise StripeError(
+                    400,
+                    f"Transfer {tr_id} has already been fully reversed.",
+                    code="parameter_invalid",
+                    param="amount",
+                )
             if amount < 1 or amount > left:
                 raise StripeError(
-                    400, f"Transfer reversal amount ({amount}) is greater than the amount left "
-                    f"on the transfer ({left}).", code="amount_too_large", param="amount")
+                    400,
+                    f"Transfer reversal amount ({amount}) is greater than the amount left "
+                    f"on the transfer ({left}).",
+                    code="amount_too_large",
+                    param="amount",
+                )
             now = int(time.time())
             txn = template("balance_transaction")
             trr_id = new_id("trr_")
             txn.update(
-                id=new_id("txn_"), amount=amount, available_on=now, created=now,
-                currency=tr["currency"], description=_str(params, "description"),
-                exchange_rate=None, fee=0, fee_details=[], net=amount,
-                reporting_category="transfer_reversal", source=trr_id, status="available",
+                id=new_id("txn_"),
+                amount=amount,
+                available_on=now,
+                created=now,
+                currency=tr["currency"],
+                description=_str(params, "description"),
+                exchange_rate=None,
+                fee=0,
+                fee_details=[],
+                net=amount,
+                reporting_category="transfer_reversal",
+                source=trr_id,
+                status="available",
                 type="transfer_refund",
             )
             self.balance_transactions[txn["id"]] = txn
             self.available[tr["currency"]] = self.available.get(tr["currency"], 0) + amount
             rev = template("transfer_reversal")
             rev.update(
-                id=trr_id, amount=amount, balance_transaction=txn["id"], created=now,
-                currency=tr["currency"], destination_payment_refund=new_id("pyr_"),
-                metadata=_metadata(params), source_refund=None, transfer=tr_id,
+                id=trr_id,
+                amount=amount,
+                balance_transaction=txn["id"],
+                created=now,
+                currency=tr["currency"],
+                destination_payment_refund=new_id("pyr_"),
+                metadata=_metadata(params),
+                source_refund=None,
+                transfer=tr_id,
             )
             self.reversals[trr_id] = rev
-            previous = {"amount_reversed": tr["amount_reversed"], "reversed": tr["reversed"],
-                        "reversals": copy.deepcopy(tr["reversals"])}
+            previous = {
+                "amount_reversed": tr["amount_reversed"],
+                "reversed": tr["reversed"],
+                "reversals": copy.deepcopy(tr["reversals"]),
+            }
             tr["amount_reversed"] += amount
             tr["reversed"] = tr["amount_reversed"] == tr["amount"]
             tr["reversals"]["data"].insert(0, rev)
@@ -793,59 +942,103 @@ class SandboxState:
         with self.lock:
             if charge_id is None and pi_id is None:
                 raise StripeError(
-                    400, "One of the following params should be provided for this request: "
-                    "payment_intent or charge.", code="parameter_missing", param="charge",
-                    store=False)
+                    400,
+                    "One of the following params should be provided for this request: "
+                    "payment_intent or charge.",
+                    code="parameter_missing",
+                    param="charge",
+                    store=False,
+                )
             if pi_id is not None:
                 pi = self.payment_intents.get(pi_id)
                 if pi is None:
                     raise no_such("payment_intent", pi_id, param="payment_intent", status=400)
                 if pi["latest_charge"] is None or (charge_id and charge_id != pi["latest_charge"]):
-                    raise StripeError(400, f"PaymentIntent {pi_id} has no charge to refund.",
-                                      code="charge_not_refundable", param="payment_intent")
+                    raise StripeError(
+                        400,
+                        f"PaymentIntent {pi_id} has no charge to refund.",
+                        code="charge_not_refundable",
+                        param="payment_intent",
+                    )
                 charge_id = pi["latest_charge"]
             assert charge_id is not None
             charge = self.charges.get(charge_id)
             if charge is None:
                 raise no_such("charge", charge_id, param="charge", status=400)
             if not charge["captured"] or not charge["paid"]:
-                raise StripeError(400, f"Charge {charge_id} has not been captured; cancel its "
-                                  "PaymentIntent instead.", code="charge_not_refundable",
-                                  param="charge")
+                raise StripeError(
+                    400,
+                    f"Charge {charge_id} has not been captured; cancel its PaymentIntent instead.",
+                    code="charge_not_refundable",
+                    param="charge",
+                )
             left = _unrefunded(charge)
             if left <= 0:
-                raise StripeError(400, f"Charge {charge_id} has already been refunded.",
-                                  code="charge_already_refunded", param="charge")
+                raise StripeError(
+                    400,
+                    f"Charge {charge_id} has already been refunded.",
+                    code="charge_already_refunded",
+                    param="charge",
+                )
             amount = _int(params, "amount")
             amount = left if amount is None else amount
             if amount < 1 or amount > left:
                 raise StripeError(
-                    400, f"Refund amount ({amount}) is greater than unrefunded amount on charge "
-                    f"({left})", code="amount_too_large", param="amount")
+                    400,
+                    f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                    f"({left})",
+                    code="amount_too_large",
+                    param="amount",
+                )
             now = int(time.time())
             re_id = new_id("re_")
             txn = template("balance_transaction")
             txn.update(
-                id=new_id("txn_"), amount=-amount, available_on=now, created=now,
-                currency=charge["currency"], description="REFUND FOR CHARGE",
-                exchange_rate=None, fee=0, fee_details=[], net=-amount,
-                reporting_category="refund", source=re_id, status="available", type="refund",
+                id=new_id("txn_"),
+                amount=-amount,
+                available_on=now,
+                created=now,
+                currency=charge["currency"],
+                description="REFUND FOR CHARGE",
+                exchange_rate=None,
+                fee=0,
+                fee_details=[],
+                net=-amount,
+                reporting_category="refund",
+                source=re_id,
+                status="available",
+                type="refund",
             )
             self.balance_transactions[txn["id"]] = txn
             cur = charge["currency"]
             self.pending[cur] = self.pending.get(cur, 0) - amount
             refund = template("refund")
             refund.update(
-                id=re_id, amount=amount, balance_transaction=txn["id"], charge=charge_id,
-                created=now, currency=cur, metadata=_metadata(params),
-                payment_intent=charge["payment_intent"], payment_method=charge["payment_method"],
-                reason=_str(params, "reason"), status="succeeded",
-                destination_details={"card": {"reference_status": "pending",
-                                              "reference_type": "acquirer_reference_number",
-                                              "type": "refund"}, "type": "card"},
+                id=re_id,
+                amount=amount,
+                balance_transaction=txn["id"],
+                charge=charge_id,
+                created=now,
+                currency=cur,
+                metadata=_metadata(params),
+                payment_intent=charge["payment_intent"],
+                payment_method=charge["payment_method"],
+                reason=_str(params, "reason"),
+                status="succeeded",
+                destination_details={
+                    "card": {
+                        "reference_status": "pending",
+                        "reference_type": "acquirer_reference_number",
+                        "type": "refund",
+                    },
+                    "type": "card",
+                },
             )
             self.refunds[re_id] = refund
-            previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
+            previous = {
+                "amount_refunded": charge["amount_refunded"],
+                "refunded": charge["refunded"],
+            }
             charge["amount_refunded"] += amount
             charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
             self.emit("charge.refunded", public(charge), previous)
@@ -861,8 +1054,9 @@ class SandboxState:
 
     def list_payment_intents(self, params: Mapping[str, Any]) -> dict[str, Any]:
         with self.lock:
-            items = _filter_created(list(reversed(self.payment_intents.values())),
-                                    params.get("created"))
+            items = _filter_created(
+                list(reversed(self.payment_intents.values())), params.get("created")
+            )
             return paginate(items, params, "/v1/payment_intents")
 
 
@@ -884,8 +1078,9 @@ def _as_list(value: Any, name: str) -> list[str]:
         return [str(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]))]
     if isinstance(value, str):
         return [value]
-    raise StripeError(400, f"Invalid array: {name}", code="parameter_invalid", param=name,
-                      store=False)
+    raise StripeError(
+        400, f"Invalid array: {name}", code="parameter_invalid", param=name, store=False
+    )
 
 
 def _filter_created(items: list[dict[str, Any]], created: Any) -> list[dict[str, Any]]:
@@ -894,26 +1089,41 @@ def _filter_created(items: list[dict[str, Any]], created: Any) -> list[dict[str,
     if isinstance(created, str):
         created = {"eq": created}
     ops = {
-        "eq": lambda a, b: a == b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-        "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+        "eq": lambda a, b: a == b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
     }
     for op, raw in created.items():
         if op not in ops:
-            raise StripeError(400, f"Received unknown parameter: created[{op}]",
-                              code="parameter_unknown", param=f"created[{op}]", store=False)
+            raise StripeError(
+                400,
+                f"Received unknown parameter: created[{op}]",
+                code="parameter_unknown",
+                param=f"created[{op}]",
+                store=False,
+            )
         bound = _int({"created": raw}, "created")
         items = [i for i in items if ops[op](i["created"], bound)]
     return items
 
 
-def paginate(items: Iterable[dict[str, Any]], params: Mapping[str, Any], url: str) -> dict[str, Any]:
+def paginate(
+    items: Iterable[dict[str, Any]], params: Mapping[str, Any], url: str
+) -> dict[str, Any]:
     """Stripe's cursor pagination over ``items`` (already newest first)."""
     items = list(items)
     limit = _int(params, "limit")
     limit = 10 if limit is None else limit
     if not 1 <= limit <= 100:
-        raise StripeError(400, "This value must be less than or equal to 100 (and at least 1).",
-                          code="parameter_invalid_integer", param="limit", store=False)
+        raise StripeError(
+            400,
+            "This value must be less than or equal to 100 (and at least 1).",
+            code="parameter_invalid_integer",
+            param="limit",
+            store=False,
+        )
     after, before = _str(params, "starting_after"), _str(params, "ending_before")
     ids = [i["id"] for i in items]
     if after is not None:

@@ -71,7 +71,7 @@ class WebhookDispatcher:
         self.deliver_twice = deliver_twice
         self.shuffle = shuffle
         self.shuffle_window = shuffle_window
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - seeded, reproducible faults
         self._cond = threading.Condition()
         self._heap: list[_Delivery] = []
         self._seq = itertools.count()
@@ -98,8 +98,7 @@ class WebhookDispatcher:
             if self._thread is not None:
                 return
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="sandbox-webhooks",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="sandbox-webhooks", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -182,13 +181,15 @@ class WebhookDispatcher:
         }
         status: int | None = None
         try:
-            resp = session.post(url, data=item.payload.encode("utf-8"), headers=headers,
-                                timeout=self.timeout)
+            resp = session.post(
+                url, data=item.payload.encode("utf-8"), headers=headers, timeout=self.timeout
+            )
             status = resp.status_code
             resp.close()
         except requests.RequestException as exc:
-            log.info("webhook %s attempt %d to %s failed: %s", item.event_id, item.attempt + 1,
-                     url, exc)
+            log.info(
+                "webhook %s attempt %d to %s failed: %s", item.event_id, item.attempt + 1, url, exc
+            )
         with self._cond:
             self.attempts.append((item.event_id, item.attempt + 1, status))
         return status is not None and 200 <= status < 300

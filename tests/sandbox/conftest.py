@@ -86,11 +86,16 @@ def pay(client: stripe.StripeClient):  # type: ignore[no-untyped-def]
     """Create and confirm a card PaymentIntent like URSUS + a customer would."""
 
     def _pay(amount: int = 10000, order: str = "o-1", **extra: object) -> stripe.PaymentIntent:
-        pi = client.v1.payment_intents.create(params={
-            "amount": amount, "currency": "usd", "metadata": {"order_id": order},
-            "transfer_group": order, "automatic_payment_methods": {"enabled": True},
-            **extra,  # type: ignore[typeddict-item]
-        })
+        pi = client.v1.payment_intents.create(
+            params={
+                "amount": amount,
+                "currency": "usd",
+                "metadata": {"order_id": order},
+                "transfer_group": order,
+                "automatic_payment_methods": {"enabled": True},
+                **extra,  # type: ignore[typeddict-item]
+            }
+        )
         return client.v1.payment_intents.confirm(pi.id, params={"payment_method": "pm_card_visa"})
 
     return _pay

@@ -10,8 +10,13 @@ from gateway.sandbox import SandboxServer
 from gateway.sandbox.app import decode_params
 
 
-def _post(sandbox: SandboxServer, path: str, data: dict[str, str], key: str | None = None,
-          auth: str | None = None) -> requests.Response:
+def _post(
+    sandbox: SandboxServer,
+    path: str,
+    data: dict[str, str],
+    key: str | None = None,
+    auth: str | None = None,
+) -> requests.Response:
     headers = {"Authorization": f"Bearer {auth or sandbox.secret_key}"}
     if key:
         headers["Idempotency-Key"] = key
@@ -29,16 +34,16 @@ def test_same_key_same_params_replays_without_creating(sandbox: SandboxServer) -
     assert len(sandbox.state.events) == 1
 
 
-def test_same_key_different_params_is_an_idempotency_error(sandbox: SandboxServer,
-                                                           client) -> None:
+def test_same_key_different_params_is_an_idempotency_error(sandbox: SandboxServer, client) -> None:
     _post(sandbox, "/v1/payment_intents", {"amount": "1500", "currency": "usd"}, key="k-2")
     resp = _post(sandbox, "/v1/payment_intents", {"amount": "1600", "currency": "usd"}, key="k-2")
     assert resp.status_code == 400
     assert resp.json()["error"]["type"] == "idempotency_error"
     assert len(sandbox.state.payment_intents) == 1
     with pytest.raises(stripe.IdempotencyError):
-        client.v1.payment_intents.create(params={"amount": 1700, "currency": "usd"},
-                                         options={"idempotency_key": "k-2"})
+        client.v1.payment_intents.create(
+            params={"amount": 1700, "currency": "usd"}, options={"idempotency_key": "k-2"}
+        )
 
 
 def test_stored_errors_replay_too(sandbox: SandboxServer) -> None:
@@ -52,12 +57,16 @@ def test_stored_errors_replay_too(sandbox: SandboxServer) -> None:
 
 
 def test_unknown_and_missing_parameters(sandbox: SandboxServer, client) -> None:
-    resp = _post(sandbox, "/v1/payment_intents", {"amount": "100", "currency": "usd",
-                                                   "colour": "red"})
+    resp = _post(
+        sandbox, "/v1/payment_intents", {"amount": "100", "currency": "usd", "colour": "red"}
+    )
     err = resp.json()["error"]
     assert resp.status_code == 400
     assert (err["type"], err["code"], err["param"]) == (
-        "invalid_request_error", "parameter_unknown", "colour")
+        "invalid_request_error",
+        "parameter_unknown",
+        "colour",
+    )
     assert "colour" in err["message"]
     with pytest.raises(stripe.InvalidRequestError) as missing:
         client.v1.payment_intents.create(params={"currency": "usd"})  # type: ignore[typeddict-item]
@@ -75,8 +84,11 @@ def test_authentication(sandbox: SandboxServer) -> None:
     no_auth = requests.get(f"{sandbox.url}/v1/balance", timeout=5)
     assert no_auth.status_code == 401
     assert no_auth.json()["error"]["type"] == "invalid_request_error"
-    wrong = requests.get(f"{sandbox.url}/v1/balance", timeout=5,
-                         headers={"Authorization": "Bearer sk_test_wrongwrongwrong"})
+    wrong = requests.get(
+        f"{sandbox.url}/v1/balance",
+        timeout=5,
+        headers={"Authorization": "Bearer sk_test_wrongwrongwrong"},
+    )
     assert wrong.status_code == 401
     assert "sk_test_wrongwrongwrong" not in wrong.text  # the key is masked
     bad = stripe.StripeClient("sk_test_nope", base_addresses={"api": sandbox.url})
@@ -86,23 +98,37 @@ def test_authentication(sandbox: SandboxServer) -> None:
 
 
 def test_unknown_ids_and_urls(sandbox: SandboxServer, client) -> None:
-    for call in (lambda: client.v1.charges.retrieve("ch_missing"),
-                 lambda: client.v1.transfers.retrieve("tr_missing"),
-                 lambda: client.v1.events.retrieve("evt_missing"),
-                 lambda: client.v1.accounts.retrieve("acct_unknown")):
+    for call in (
+        lambda: client.v1.charges.retrieve("ch_missing"),
+        lambda: client.v1.transfers.retrieve("tr_missing"),
+        lambda: client.v1.events.retrieve("evt_missing"),
+        lambda: client.v1.accounts.retrieve("acct_unknown"),
+    ):
         with pytest.raises(stripe.InvalidRequestError) as err:
             call()
         assert err.value.http_status == 404 and err.value.code == "resource_missing"
-    resp = requests.get(f"{sandbox.url}/v1/customers", timeout=5,
-                        headers={"Authorization": f"Bearer {sandbox.secret_key}"})
+    resp = requests.get(
+        f"{sandbox.url}/v1/customers",
+        timeout=5,
+        headers={"Authorization": f"Bearer {sandbox.secret_key}"},
+    )
     assert resp.status_code == 404
     assert "Unrecognized request URL" in resp.json()["error"]["message"]
 
 
 def test_decode_params_handles_stripe_form_encoding() -> None:
-    pairs = [("metadata[order_id]", "o"), ("expand[]", "a"), ("expand[]", "b"),
-             ("types[0]", "x"), ("types[1]", "y"), ("automatic_payment_methods[enabled]", "true"),
-             ("metadata[7]", "seven")]
+    pairs = [
+        ("metadata[order_id]", "o"),
+        ("expand[]", "a"),
+        ("expand[]", "b"),
+        ("types[0]", "x"),
+        ("types[1]", "y"),
+        ("automatic_payment_methods[enabled]", "true"),
+        ("metadata[7]", "seven"),
+    ]
     assert decode_params(pairs) == {
-        "metadata": {"order_id": "o", "7": "seven"}, "expand": ["a", "b"], "types": ["x", "y"],
-        "automatic_payment_methods": {"enabled": "true"}}
+        "metadata": {"order_id": "o", "7": "seven"},
+        "expand": ["a", "b"],
+        "types": ["x", "y"],
+        "automatic_payment_methods": {"enabled": "true"},
+    }

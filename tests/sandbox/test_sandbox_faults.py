@@ -18,8 +18,10 @@ def _auth(sandbox: SandboxServer) -> dict[str, str]:
 def test_rates_are_roughly_honoured_and_seeded(sandbox: SandboxServer) -> None:
     sandbox.faults.seed(7)
     sandbox.faults.add("/v1/balance", error_500=0.2, error_429=0.1)
-    statuses = [requests.get(f"{sandbox.url}/v1/balance", headers=_auth(sandbox),
-                             timeout=5).status_code for _ in range(300)]
+    statuses = [
+        requests.get(f"{sandbox.url}/v1/balance", headers=_auth(sandbox), timeout=5).status_code
+        for _ in range(300)
+    ]
     assert 35 <= statuses.count(500) <= 85  # expected 60
     assert 12 <= statuses.count(429) <= 50  # expected 30
     assert statuses.count(200) == 300 - statuses.count(500) - statuses.count(429)
@@ -29,8 +31,10 @@ def test_rates_are_roughly_honoured_and_seeded(sandbox: SandboxServer) -> None:
     kinds = [replay.decide("GET", "/v1/balance") for _ in range(300)]
     assert [int(k.value) if k else 200 for k in kinds] == statuses
     # Other paths are untouched.
-    assert requests.get(f"{sandbox.url}/v1/events", headers=_auth(sandbox),
-                        timeout=5).status_code == 200
+    assert (
+        requests.get(f"{sandbox.url}/v1/events", headers=_auth(sandbox), timeout=5).status_code
+        == 200
+    )
 
 
 def test_injected_errors_look_like_stripe(sandbox: SandboxServer) -> None:
@@ -48,9 +52,14 @@ def test_stripe_client_retries_through_faults(sandbox: SandboxServer, client, pa
     pi = pay(10000)
     sandbox.faults.fail_next("/v1/transfers", FaultKind.ERROR_500)
     sandbox.faults.fail_next("/v1/transfers", FaultKind.RESET)
-    tr = client.v1.transfers.create(params={
-        "amount": 9583, "currency": "usd", "destination": sandbox.connected_account_id,
-        "source_transaction": pi.latest_charge})
+    tr = client.v1.transfers.create(
+        params={
+            "amount": 9583,
+            "currency": "usd",
+            "destination": sandbox.connected_account_id,
+            "source_transaction": pi.latest_charge,
+        }
+    )
     assert tr.amount == 9583
     tries = [r for r in sandbox.state.requests if r.path == "/v1/transfers"]
     assert [r.fault for r in tries] == ["500", "reset", None]
@@ -63,9 +72,14 @@ def test_stripe_client_retries_through_faults(sandbox: SandboxServer, client, pa
 def test_lost_answer_is_replayed_by_idempotency(sandbox: SandboxServer, client, pay) -> None:
     pi = pay(10000)
     sandbox.faults.fail_next("/v1/transfers", FaultKind.RESET_AFTER)
-    tr = client.v1.transfers.create(params={
-        "amount": 9583, "currency": "usd", "destination": sandbox.connected_account_id,
-        "source_transaction": pi.latest_charge})
+    tr = client.v1.transfers.create(
+        params={
+            "amount": 9583,
+            "currency": "usd",
+            "destination": sandbox.connected_account_id,
+            "source_transaction": pi.latest_charge,
+        }
+    )
     assert list(sandbox.state.transfers) == [tr.id]  # created once, answer replayed
 
 
@@ -86,8 +100,10 @@ def test_slow_and_latency(sandbox: SandboxServer) -> None:
         requests.get(f"{sandbox.url}/v1/balance", headers=_auth(sandbox), timeout=0.1)
     sandbox.faults.latency = 0.05
     start = time.monotonic()
-    assert requests.get(f"{sandbox.url}/v1/balance", headers=_auth(sandbox),
-                        timeout=5).status_code == 200
+    assert (
+        requests.get(f"{sandbox.url}/v1/balance", headers=_auth(sandbox), timeout=5).status_code
+        == 200
+    )
     assert time.monotonic() - start >= 0.05
     sandbox.faults.clear()
     assert sandbox.faults.latency == 0

@@ -33,8 +33,9 @@ def test_clean_stop_leaves_no_threads_and_frees_the_port(receiver) -> None:
     client.v1.payment_intents.create(params={"amount": 100, "currency": "usd"})
     # A keep-alive connection is open while we stop.
     session = requests.Session()
-    session.get(f"{sb.url}/v1/balance", headers={"Authorization": f"Bearer {sb.secret_key}"},
-                timeout=5)
+    session.get(
+        f"{sb.url}/v1/balance", headers={"Authorization": f"Bearer {sb.secret_key}"}, timeout=5
+    )
     assert sb.wait_idle(5)
     port = sb.port
     sb.stop()
@@ -65,8 +66,19 @@ def test_generated_secrets_look_fake_and_differ() -> None:
 def test_cli_runs_until_stopped() -> None:
     parser = argparse.ArgumentParser()
     sandbox_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sandbox", "--port", "0", "--secret-key", "sk_test_cli_1",
-                              "--account", "acct_cli0001", "--webhook-secret", "whsec_cli"])
+    args = parser.parse_args(
+        [
+            "sandbox",
+            "--port",
+            "0",
+            "--secret-key",
+            "sk_test_cli_1",
+            "--account",
+            "acct_cli0001",
+            "--webhook-secret",
+            "whsec_cli",
+        ]
+    )
     out, stop, result = io.StringIO(), threading.Event(), []
     thread = threading.Thread(target=lambda: result.append(args.func(args, stop=stop, out=out)))
     thread.start()
@@ -75,8 +87,11 @@ def test_cli_runs_until_stopped() -> None:
         while "Press Ctrl-C" not in out.getvalue() and not deadline.wait(0.01):
             pass
         url = out.getvalue().split("listening on ", 1)[1].split()[0]
-        resp = requests.get(f"{url}/v1/accounts/acct_cli0001", timeout=5,
-                            headers={"Authorization": "Bearer sk_test_cli_1"})
+        resp = requests.get(
+            f"{url}/v1/accounts/acct_cli0001",
+            timeout=5,
+            headers={"Authorization": "Bearer sk_test_cli_1"},
+        )
         assert resp.json()["id"] == "acct_cli0001"
         assert "STRIPE_WEBHOOK_SECRET=whsec_cli" in out.getvalue()
     finally:
@@ -104,10 +119,15 @@ def stub_gateway(sandbox: SandboxServer):  # type: ignore[no-untyped-def]
         if request.headers.get("X-API-Key") != "ursus-key":
             return jsonify(error="unauthorized"), 401
         body = request.get_json()
-        pi = client.v1.payment_intents.create(params={
-            "amount": body["amount"], "currency": body["currency"],
-            "metadata": {"order_id": body["order_id"]}, "transfer_group": body["order_id"],
-            "automatic_payment_methods": {"enabled": True}})
+        pi = client.v1.payment_intents.create(
+            params={
+                "amount": body["amount"],
+                "currency": body["currency"],
+                "metadata": {"order_id": body["order_id"]},
+                "transfer_group": body["order_id"],
+                "automatic_payment_methods": {"enabled": True},
+            }
+        )
         return jsonify(client_secret=pi.client_secret, payment_intent_id=pi.id)
 
     server = WsgiServer(app, "127.0.0.1", 0, threads=2, name="stub-gateway")
@@ -117,15 +137,17 @@ def stub_gateway(sandbox: SandboxServer):  # type: ignore[no-untyped-def]
 
 
 def test_simulate_payment(sandbox: SandboxServer, stub_gateway: str) -> None:
-    sale = simulate_payment(stub_gateway, "ursus-key", sandbox, sandbox.secret_key, 10000,
-                            order_id="order-sim")
+    sale = simulate_payment(
+        stub_gateway, "ursus-key", sandbox, sandbox.secret_key, 10000, order_id="order-sim"
+    )
     assert isinstance(sale, SimulatedSale) and sale.captured
     charge = sandbox.state.charges[sale.charge_id]
     assert charge["metadata"]["order_id"] == "order-sim" and charge["captured"]
     assert charge["payment_intent"] == sale.payment_intent_id
 
-    held = simulate_payment(stub_gateway, "ursus-key", sandbox.url, sandbox.secret_key, 5000,
-                            capture=False)
+    held = simulate_payment(
+        stub_gateway, "ursus-key", sandbox.url, sandbox.secret_key, 5000, capture=False
+    )
     assert not held.captured and held.order_id.startswith("order_")
     assert sandbox.state.charges[held.charge_id]["captured"] is False
     with pytest.raises(SimulationError, match="401"):
@@ -143,9 +165,17 @@ def test_gateway_sandbox_does_not_import_qt() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, gateway.sandbox, gateway.sandbox.cli, gateway.sandbox.simulate; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('PySide6', 'shiboken6', 'ursus_desktop')]; print(bad); sys.exit(bool(bad))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,  # noqa: S603
-                          text=True, timeout=60, check=False)
+    code = (
+        "import sys, gateway.sandbox, gateway.sandbox.cli, gateway.sandbox.simulate; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('PySide6', 'shiboken6', 'ursus_desktop')]; print(bad); sys.exit(bool(bad))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -25,16 +25,19 @@ def test_deliveries_verify_with_stripe(sandbox: SandboxServer, pay, receiver) ->
         types.append(event.type)
         with pytest.raises(stripe.SignatureVerificationError):
             stripe.Webhook.construct_event(raw, header, "whsec_other", tolerance=300)
-    assert types == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
-                     "charge.updated"]
+    assert types == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
+        "charge.updated",
+    ]
     first = json.loads(receiver.received[0][0])
     assert first["request"]["idempotency_key"]  # the stripe client always sends one on POST
 
 
 def test_sign_matches_stripes_reference() -> None:
     header = sign('{"id": "evt_1"}', "whsec_x", timestamp=1700000000)
-    expected = stripe.WebhookSignature._compute_signature(
-        '1700000000.{"id": "evt_1"}', "whsec_x")
+    expected = stripe.WebhookSignature._compute_signature('1700000000.{"id": "evt_1"}', "whsec_x")
     assert header == f"t=1700000000,v1={expected}"
 
 
@@ -79,8 +82,9 @@ def test_double_delivery_and_shuffle(sandbox: SandboxServer, pay, receiver) -> N
     assert len(orders) > 1  # not always emission order
 
 
-def test_no_url_stores_only_and_url_can_be_set_later(sandbox: SandboxServer, client,
-                                                      receiver) -> None:
+def test_no_url_stores_only_and_url_can_be_set_later(
+    sandbox: SandboxServer, client, receiver
+) -> None:
     client.v1.payment_intents.create(params={"amount": 100, "currency": "usd"})
     assert sandbox.wait_idle(1) and receiver.received == []
     assert sandbox.state.events[0]["pending_webhooks"] == 0
