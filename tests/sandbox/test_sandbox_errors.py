@@ -132,3 +132,27 @@ def test_decode_params_handles_stripe_form_encoding() -> None:
         "types": ["x", "y"],
         "automatic_payment_methods": {"enabled": "true"},
     }
+
+
+def test_concurrent_requests_with_one_key_create_one_object(sandbox: SandboxServer, pay) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pi = pay(10000)
+    params = {
+        "amount": 9583,
+        "currency": "usd",
+        "destination": sandbox.connected_account_id,
+        "source_transaction": pi.latest_charge,
+    }
+
+    def transfer(_: int) -> str:
+        # A 409 idempotency_key_in_use is retried by the client (max_network_retries).
+        client = sandbox.stripe_client(max_network_retries=5)
+        return client.v1.transfers.create(
+            params=params,  # type: ignore[arg-type]
+            options={"idempotency_key": f"ursus-transfer-{pi.latest_charge}"},
+        ).id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(transfer, range(8)))
+    assert len(ids) == 1 and list(sandbox.state.transfers) == list(ids)
