@@ -1,0 +1,158 @@
+"""The payments model without a view: lazy paging, counts, filters, roles, ordering."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from bench.make_ledger import make_ledger
+from gateway.ledger import Ledger
+from gateway.models import ChargeFilter, ChargeSnapshot, ChargeView, TransferStatus
+from ursus_desktop.payments_model import (
+    CHARGE_ROLE,
+    HEADERS,
+    MAX_PAGES,
+    PAGE_SIZE,
+    SORT_ROLE,
+    ChargesModel,
+    ChargesProxy,
+    Column,
+)
+
+ROWS = 100_000
+
+
+@pytest.fixture(scope="module")
+def big_ledger(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("big") / "ledger.sqlite3"
+    make_ledger(path, ROWS, seed=0)
+    ledger = Ledger.open(f"sqlite:///{path}")
+    yield ledger
+    ledger.close()
+
+
+def view(model: ChargesModel, row: int) -> ChargeView:
+    result = model.data(model.index(row, 0), CHARGE_ROLE)
+    assert isinstance(result, ChargeView)
+    return result
+
+
+def test_a_100k_ledger_opens_with_one_count_and_no_rows_read(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    started = time.perf_counter()
+    model.set_ledger(big_ledger)
+    first = model.data(model.index(0, Column.CHARGE))
+    elapsed = time.perf_counter() - started
+    assert model.rowCount() == ROWS
+    assert model.columnCount() == len(Column)
+    assert first
+    assert model.page_loads == 1
+    # Generous: a full load of 100k rows takes many seconds on the CI machine.
+    assert elapsed < 2.0
+
+
+def test_rows_are_newest_first_and_pages_are_cached(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    model.set_ledger(big_ledger)
+    seqs = [view(model, row).seq for row in range(0, 3 * PAGE_SIZE, 37)]
+    assert seqs == sorted(seqs, reverse=True)
+    loads = model.page_loads
+    view(model, 5)
+    assert model.page_loads == loads  # page 0 again: from the cache
+    last = view(model, ROWS - 1)
+    assert last.seq == min(v.seq for v in big_ledger.charges_page(ChargeFilter(), ROWS - 1, 1))
+    assert model.page_loads == loads + 1
+
+
+def test_the_page_cache_is_bounded(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    model.set_ledger(big_ledger)
+    for page in range(MAX_PAGES + 10):
+        view(model, page * PAGE_SIZE)
+    assert len(model._pages) == MAX_PAGES
+
+
+def test_status_and_text_filters_go_to_sql(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    model.set_ledger(big_ledger)
+    failed = ChargeFilter(statuses=frozenset({TransferStatus.FAILED}))
+    model.set_filter(failed)
+    assert 0 < model.rowCount() < ROWS
+    assert model.rowCount() == big_ledger.count_charges(failed)
+    assert {view(model, r).transfer_status for r in range(min(50, model.rowCount()))} == {
+        TransferStatus.FAILED
+    }
+    order_id = view(model, 0).order_id
+    model.set_filter(ChargeFilter(text=order_id))
+    assert model.rowCount() >= 1
+    assert order_id in view(model, 0).order_id
+    assert sum(t.count for t in model.totals) == model.rowCount()
+
+
+def test_roles_give_raw_values_for_sorting_and_text_for_display(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    model.set_ledger(big_ledger)
+    row = next(r for r in range(500) if view(model, r).currency == "usd")
+    v = view(model, row)
+    gross = model.index(row, Column.GROSS)
+    assert model.data(gross, SORT_ROLE) == v.gross
+    assert model.data(gross) == f"{v.gross // 100}.{v.gross % 100:02d} USD"
+    assert model.data(model.index(row, Column.TIME), SORT_ROLE) == v.created
+    assert model.data(model.index(row, Column.STATUS), SORT_ROLE) == str(v.transfer_status)
+    assert model.headerData(Column.FEE, Qt.Orientation.Horizontal) == HEADERS[Column.FEE]
+    fee = model.data(model.index(row, Column.FEE))
+    assert fee == "—" or "USD" in fee
+
+
+def test_the_proxy_sorts_by_time_in_sql_without_reading_everything(qtbot, big_ledger) -> None:
+    model = ChargesModel()
+    model.set_ledger(big_ledger)
+    proxy = ChargesProxy()
+    proxy.setSourceModel(model)
+    newest = view(model, 0).seq
+    proxy.sort(Column.TIME, Qt.SortOrder.AscendingOrder)
+    oldest_first = proxy.data(proxy.index(0, 0), CHARGE_ROLE)
+    assert oldest_first.seq < newest
+    assert proxy.data(proxy.index(ROWS - 1, 0), CHARGE_ROLE).seq == newest
+    proxy.sort(Column.GROSS, Qt.SortOrder.AscendingOrder)  # ignored: would need every row
+    assert model.page_loads <= 4
+    assert proxy.rowCount() == ROWS
+
+
+def _snapshot(charge_id: str, created: int) -> ChargeSnapshot:
+    return ChargeSnapshot(
+        charge_id=charge_id,
+        payment_intent_id="pi_" + charge_id,
+        order_id="order_" + charge_id,
+        currency="usd",
+        amount=10000,
+        amount_refunded=0,
+        captured=True,
+        paid=True,
+        status="succeeded",
+        created=created,
+        livemode=False,
+        transfer_group="order_" + charge_id,
+        balance_transaction_id="",
+        actual_fee=None,
+    )
+
+
+def test_refresh_inserts_new_rows_at_the_top(qtbot, tmp_path: Path) -> None:
+    path = make_ledger(tmp_path / "small.sqlite3", 30, seed=1)
+    ledger = Ledger.open(f"sqlite:///{path}")
+    try:
+        model = ChargesModel()
+        model.set_ledger(ledger)
+        assert model.rowCount() == 30
+        ledger.upsert_charge(_snapshot("ch_new_0001", int(time.time())))
+        with qtbot.waitSignal(model.rowsInserted) as blocker:
+            model.refresh()
+        assert blocker.args[1:] == [0, 0]
+        assert model.rowCount() == 31
+        assert view(model, 0).charge_id == "ch_new_0001"
+    finally:
+        ledger.close()
