@@ -1,0 +1,155 @@
+"""Log files: ``access.log`` (one line per request) and ``error.log`` (WARNING+), redacted.
+
+Both rotate at UTC midnight and keep 14 days. Every handler carries a
+RedactingFilter, so a secret that slips into a message, an argument or a
+traceback is written as ``[REDACTED]``. Lines are greppable and fail2ban can
+parse the invalid-key line::
+
+    2026-11-26T12:00:00Z ERROR gateway.app Invalid API key attempt from 1.2.3.4
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from logging.handlers import TimedRotatingFileHandler
+from pathlib import Path
+
+ACCESS_LOGGER = "gateway.access"
+ERROR_LOGGERS = ("gateway", "waitress")
+ACCESS_LOG = "access.log"
+ERROR_LOG = "error.log"
+BACKUP_DAYS = 14
+REDACTED = "[REDACTED]"
+
+# Stripe secret/restricted keys and webhook signing secrets, whatever the config holds.
+SECRET_PATTERN = r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9]+"  # noqa: S105
+_SECRET_RE = re.compile(SECRET_PATTERN)
+
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+ERROR_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+ACCESS_FORMAT = "%(asctime)s %(message)s"
+
+
+def secrets_regex(secrets: Iterable[str] = ()) -> re.Pattern[str]:
+    """One pattern matching the given secret values and anything shaped like a Stripe secret."""
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    parts = [re.escape(v) for v in values] + [SECRET_PATTERN]
+    return re.compile("|".join(parts))
+
+
+def redact(text: str, pattern: re.Pattern[str] = _SECRET_RE) -> str:
+    """``text`` with every match of ``pattern`` replaced by ``[REDACTED]``."""
+    return pattern.sub(REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record so its message and traceback hold no secret."""
+
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self._pattern = secrets_regex(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not leak its arguments either
+            message = str(record.msg)
+        record.msg = redact(message, self._pattern)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._pattern)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._pattern)
+        return True
+
+
+class UtcFormatter(logging.Formatter):
+    """``2026-11-26T12:00:00Z``: UTC, no milliseconds, sortable."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt, datefmt=DATE_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # One strftime per second, not per line: the access log writes one per request.
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(DATE_FORMAT, time.gmtime(second))
+            self._second = second
+        return self._stamp
+
+
+@dataclass(slots=True)
+class LogFiles:
+    """What setup_logging installed; ``teardown()`` removes and closes it all."""
+
+    access_log: Path
+    error_log: Path
+    handlers: list[tuple[logging.Logger, logging.Handler]] = field(default_factory=list)
+    saved: list[tuple[logging.Logger, int, bool]] = field(default_factory=list)
+
+    def teardown(self) -> None:
+        for logger, handler in self.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        for logger, level, propagate in self.saved:
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self.handlers.clear()
+        self.saved.clear()
+
+
+def _file_handler(path: Path, level: int, fmt: str, secrets: Sequence[str]) -> logging.Handler:
+    handler = TimedRotatingFileHandler(
+        path, when="midnight", backupCount=BACKUP_DAYS, utc=True, encoding="utf-8"
+    )
+    handler.setLevel(level)
+    handler.setFormatter(UtcFormatter(fmt))
+    handler.addFilter(RedactingFilter(secrets))
+    return handler
+
+
+def setup_logging(
+    log_dir: Path,
+    secrets: Sequence[str] = (),
+    level: int = logging.INFO,
+    console: bool = False,
+) -> LogFiles:
+    """Install the access and error log files under ``log_dir`` (created if missing)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    files = LogFiles(access_log=log_dir / ACCESS_LOG, error_log=log_dir / ERROR_LOG)
+
+    def attach(logger: logging.Logger, handler: logging.Handler) -> None:
+        logger.addHandler(handler)
+        files.handlers.append((logger, handler))
+
+    access = logging.getLogger(ACCESS_LOGGER)
+    files.saved.append((access, access.level, access.propagate))
+    access.setLevel(logging.INFO)
+    # Request lines stay out of error.log and the console (they have their own file).
+    access.propagate = False
+    attach(access, _file_handler(files.access_log, logging.INFO, ACCESS_FORMAT, secrets))
+
+    error_handler = _file_handler(files.error_log, logging.WARNING, ERROR_FORMAT, secrets)
+    console_handler: logging.Handler | None = None
+    if console:
+        console_handler = logging.StreamHandler(sys.stderr)
+        console_handler.setLevel(level)
+        console_handler.setFormatter(UtcFormatter(ERROR_FORMAT))
+        console_handler.addFilter(RedactingFilter(secrets))
+    for name in ERROR_LOGGERS:
+        logger = logging.getLogger(name)
+        files.saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(min(level, logging.WARNING))
+        attach(logger, error_handler)
+        if console_handler is not None:
+            attach(logger, console_handler)
+    return files
