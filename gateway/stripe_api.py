@@ -255,9 +255,12 @@ class StripeGateway:
         profile = data.get("business_profile") or {}
         settings = data.get("settings") or {}
         dashboard = settings.get("dashboard") or {}
+        name = str(profile.get("name") or dashboard.get("display_name") or "")
         return {
             "id": str(data.get("id") or account_id),
-            "business_name": str(profile.get("name") or dashboard.get("display_name") or ""),
+            "business_name": name,
+            # Stripe's own shape too, for readers that look there (the desktop's test).
+            "business_profile": {"name": name},
             "email": str(data.get("email") or profile.get("support_email") or ""),
             "charges_enabled": bool(data.get("charges_enabled")),
             "payouts_enabled": bool(data.get("payouts_enabled")),
