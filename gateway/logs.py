@@ -27,7 +27,7 @@ BACKUP_DAYS = 14
 REDACTED = "[REDACTED]"
 
 # Stripe secret/restricted keys and webhook signing secrets, whatever the config holds.
-SECRET_PATTERN = r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9]+"  # noqa: S105
+SECRET_PATTERN = r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9*]+|whsec_[A-Za-z0-9]+"  # noqa: S105
 _SECRET_RE = re.compile(SECRET_PATTERN)
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

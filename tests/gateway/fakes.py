@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from events import WEBHOOK_SECRET
+
+from gateway.config import GatewayConfig, Secrets, Settings
 from gateway.models import Counts
 
 
@@ -93,3 +97,31 @@ class FakeStripe:
         if self.error is not None and not isinstance(self.error, Exception):
             raise self.error
         return self.connected
+
+
+API_KEY = "ursus_test_api_key_0001"
+OLD_API_KEY = "ursus_test_api_key_old_0002"
+STRIPE_KEY = "sk_test_51FakeKeyForUrsusTests0123456789"
+ACCOUNT = "acct_test1234567890"
+
+
+def make_config(
+    *,
+    api_keys: tuple[str, ...] = (API_KEY,),
+    webhook_secrets: tuple[str, ...] | None = None,
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1"),
+    webhook_body_limit: int = 512 * 1024,
+    data_dir: Path = Path("/nonexistent/ursus-test"),
+) -> GatewayConfig:
+    """A complete test-mode configuration with fake secrets."""
+    return GatewayConfig(
+        secrets=Secrets(
+            stripe_secret_key=STRIPE_KEY,
+            webhook_secrets=(WEBHOOK_SECRET,) if webhook_secrets is None else webhook_secrets,
+            connected_account_id=ACCOUNT,
+            api_keys=api_keys,
+        ),
+        settings=Settings(trusted_proxies=trusted_proxies, webhook_body_limit=webhook_body_limit),
+        data_dir=data_dir,
+        log_dir=data_dir / "logs",
+    )
