@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from stripe._base_address import BaseAddresses
 
 log = logging.getLogger(__name__)
+# stripe-python logs every request and every error body at INFO on the "stripe" logger;
+# an error body can echo a (masked) key. URSUS logs its own redacted line per call.
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 # Stripe's 401 message echoes a masked key ("sk_test_****1234"); mask whatever looks
 # like a key, masked or not, before a message can reach a log or a dialog.
@@ -271,6 +274,8 @@ class StripeGateway:
         """True if Stripe answers with this key (a balance read); never raises."""
         try:
             self._ping_client.v1.balance.retrieve()
+        except stripe.PermissionError:
+            return True  # a restricted key without balance access: Stripe answered, key valid
         except Exception as exc:  # never raises: it only informs a status light
             log.info("stripe ping failed: %s", redact(type(exc).__name__))
             return False

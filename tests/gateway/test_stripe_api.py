@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import threading
@@ -297,6 +298,22 @@ def test_ping(stub: Stub) -> None:
     assert gw.ping() is True
     assert gw.ping() is False
     assert_params_in_spec(stub.seen)
+
+
+def test_ping_with_a_restricted_key_without_balance_access(stub: Stub) -> None:
+    stub.on("GET", "/v1/balance", (403, _error("The provided key does not have access")))
+    assert _gateway(stub).ping() is True
+
+
+def test_stripe_library_does_not_log_request_details(
+    stub: Stub, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.on("GET", "/v1/charges/ch_1", (401, _error(f"Invalid API Key provided: {SECRET}")))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PermanentStripeError):
+        _gateway(stub).retrieve_charge("ch_1")
+    assert "sk_test_" not in caplog.text
+    assert [r for r in caplog.records if r.name == "gateway.stripe_api"]
 
 
 def test_ping_never_raises_when_nothing_listens() -> None:
