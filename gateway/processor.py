@@ -207,7 +207,8 @@ class Processor:
             return done
 
     def _stop_requested(self) -> bool:
-        return self._stopping.is_set()
+        # Only the thread ends its pass early; a run_once() elsewhere (CLI) finishes.
+        return self._stopping.is_set() and threading.current_thread() is self._thread
 
     def _events(self) -> int:
         done = 0

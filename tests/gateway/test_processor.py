@@ -16,7 +16,7 @@ from fake_stripe import ACCOUNT, FakeStripe, in_use, make_event, network, perman
 from gateway.config import FeeSourcePolicy, GatewayConfig, Secrets, Settings
 from gateway.fees import FeeSource
 from gateway.ledger import Ledger
-from gateway.models import ChargeView, EventStatus, TimelineKind, TransferStatus
+from gateway.models import ChargeView, DueTransfer, EventStatus, TimelineKind, TransferStatus
 from gateway.processor import (
     ZERO_AMOUNT_CODE,
     Processor,
@@ -713,7 +713,46 @@ def test_thread_wakes_on_events_and_stops_cleanly(ledger: Ledger, config: Gatewa
     assert not proc.is_running
     assert not [t for t in threading.enumerate() if t.name == "ursus-processor"]
     proc.stop()  # idempotent
+    ch2 = fake.add_charge(fee=350, order_id="o-after-stop")
+    deliver(ledger, "charge.succeeded", ch2)
+    assert proc.run_once() >= 2  # a stopped processor still works synchronously
+    assert view(ledger, ch2).transfer_status is TransferStatus.CREATED
 
 
 def view_or_none(ledger: Ledger, charge_id: str) -> ChargeView | None:
     return ledger.get_charge(charge_id)
+
+
+class BlockingStripe(FakeStripe):
+    """create_transfer waits until the test lets it go (a slow Stripe call in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_transfer(self, t: DueTransfer) -> str:
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().create_transfer(t)
+
+
+def test_stop_finishes_the_current_item_and_leaves_the_rest(
+    ledger: Ledger, config: GatewayConfig
+) -> None:
+    fake = BlockingStripe()
+    charges = [fake.add_charge(fee=350, order_id=f"o-{i}") for i in range(3)]
+    for ch in charges:
+        deliver(ledger, "charge.succeeded", ch)
+    proc = Processor(ledger, fake, config, poll_interval=30.0)
+    proc.start()
+    assert fake.entered.wait(10)
+    stopper = threading.Thread(target=proc.stop, kwargs={"timeout": 10})
+    stopper.start()
+    fake.release.set()
+    stopper.join(15)
+    assert not proc.is_running
+    statuses = [view(ledger, ch).transfer_status for ch in charges]
+    assert statuses.count(TransferStatus.CREATED) == 1  # the one in flight was recorded
+    assert statuses.count(TransferStatus.PENDING) == 2  # the rest wait for the next start
+    assert len(fake.transfers) == 1
