@@ -1,0 +1,22 @@
+"""Generic fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from gateway.ledger import Ledger
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh SQLite ledger in the test's temp dir, closed afterwards."""
+    from gateway.ledger import Ledger  # imported lazily: not every test needs SQLAlchemy
+
+    led = Ledger.open(f"sqlite:///{tmp_path}/l.sqlite3")
+    yield led
+    led.close()
