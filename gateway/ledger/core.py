@@ -805,7 +805,7 @@ class Ledger:
         batch = max(batch, 1)
         stmt = (
             queries.view_select()
-            .where(self._conditions(filter), charges.c.seq > bindparam("after_seq"))
+            .where(self._conditions(filter), charges.c.seq > bindparam("after_seq", 0))
             .order_by(charges.c.seq)
             .limit(batch)
         )
@@ -828,15 +828,19 @@ class Ledger:
             return fetch_core
         # SQLite: compiled once, run on the thread's raw connection. SQLAlchemy's row
         # machinery would double the cost of a million-row export.
-        compiled = stmt.compile(dialect=self._engine.dialect)
+        compiled = stmt.compile(
+            dialect=self._engine.dialect,
+            compile_kwargs={"render_postcompile": True},  # IN (...) as plain "?" params
+        )
         sql = compiled.string
-        params = compiled.construct_params({"after_seq": 0})
-        names = compiled.positiontup or []
+        params = compiled.construct_params()
+        values = [params[name] for name in compiled.positiontup or []]
+        slot = (compiled.positiontup or []).index("after_seq")
         conns = self._conns
 
         def fetch_raw(after_seq: int) -> list[ChargeRow]:
-            params["after_seq"] = after_seq
-            return conns.dbapi().execute(sql, [params[n] for n in names]).fetchall()
+            values[slot] = after_seq
+            return conns.dbapi().execute(sql, values).fetchall()
 
         return fetch_raw
 
