@@ -216,12 +216,23 @@ def create_payment_intent() -> Response:
             idempotency_key=order.idempotency_key,
         )
     except TransientStripeError as exc:
-        log.warning("Stripe unavailable creating a PaymentIntent for %s: %s", order.order_id, exc)
+        log.warning(
+            "Stripe unavailable creating a PaymentIntent for %s: %s",
+            order.order_id,
+            redact(str(exc), svc.secret_pattern),
+        )
         return error_response(503, "stripe_unavailable", "Stripe is unreachable, try again")
     except PermanentStripeError as exc:
-        log.warning("Stripe refused a PaymentIntent for %s: %s", order.order_id, exc)
         code = exc.code if exc.code and STRIPE_CODE_RE.fullmatch(exc.code) else "stripe_error"
+        # "Invalid API Key provided: sk_test_****1234" and the like: mask before use.
         message = redact(exc.message or "Stripe refused the request", svc.secret_pattern)[:300]
+        log.warning(
+            "Stripe refused a PaymentIntent for %s: %s %s (HTTP %s)",
+            order.order_id,
+            code,
+            message,
+            exc.status,
+        )
         # 400/402: the order itself was refused; anything else is our set-up (key, account).
         status = 400 if exc.status in (400, 402) else 502
         return error_response(status, code, message)
@@ -442,13 +453,19 @@ def create_app(
         "/create-payment-intent",
         view_func=limiter.limit(rate_limits.payment_intent)(create_payment_intent),
         methods=["POST"],
+        provide_automatic_options=False,  # no CORS: OPTIONS is a 405 like any other method
     )
     api.add_url_rule(
-        "/health", view_func=limiter.limit(rate_limits.health)(health_check), methods=["GET"]
+        "/health",
+        view_func=limiter.limit(rate_limits.health)(health_check),
+        methods=["GET"],
+        provide_automatic_options=False,
     )
     app.register_blueprint(api)
     _scope_limiter_hooks(app, limiter, api.name)
-    app.add_url_rule("/webhook", view_func=webhook, methods=["POST"])
+    app.add_url_rule(
+        "/webhook", view_func=webhook, methods=["POST"], provide_automatic_options=False
+    )
 
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

@@ -47,6 +47,8 @@ def client(app: Flask) -> FlaskClient:
         ("GET", "/create-payment-intent", 405, "method_not_allowed"),
         ("DELETE", "/health", 405, "method_not_allowed"),
         ("POST", "/health", 405, "method_not_allowed"),
+        ("OPTIONS", "/webhook", 405, "method_not_allowed"),
+        ("OPTIONS", "/create-payment-intent", 405, "method_not_allowed"),
     ],
 )
 def test_http_errors_are_json(
@@ -61,7 +63,7 @@ def test_http_errors_are_json(
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
     if status == 405:
-        assert "POST" in response.headers["Allow"] or "GET" in response.headers["Allow"]
+        assert response.headers["Allow"] in ("POST", "GET, HEAD")
 
 
 def test_an_unhandled_exception_is_a_bare_500(client: FlaskClient) -> None:

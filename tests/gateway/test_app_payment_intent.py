@@ -272,14 +272,17 @@ def test_permanent_stripe_errors_never_echo_a_secret(
     out_code: str,
 ) -> None:
     stripe.error = PermanentStripeError(code, message, status)
-    response = post(client)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        response = post(client)
     assert response.status_code == http
     error = response.get_json()["error"]
     assert error["code"] == out_code
     text = response.get_data(as_text=True)
     for secret in (STRIPE_KEY, "sk_test_", "rk_live_", API_KEY):
         assert secret not in text
+        assert secret not in caplog.text  # masked before logging, not only by the file filter
     assert error["message"]
+    assert "Stripe refused a PaymentIntent for order_1001" in caplog.text
 
 
 # -- rate limit ---------------------------------------------------------------
