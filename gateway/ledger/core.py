@@ -782,12 +782,21 @@ class Ledger:
     @_guard("read charges")
     def charges_page(self, filter: ChargeFilter, offset: int, limit: int) -> list[ChargeView]:
         """Newest first (seq descending)."""
-        stmt = (
-            queries.view_select()
+        # Skip `offset` rows on seq alone (the transfer join only when the filter needs
+        # it), then join just the page: a deep page of a million rows stays cheap.
+        source = queries.CHARGES_WITH_TRANSFER if queries.needs_transfer_join(filter) else charges
+        page = (
+            select(charges.c.seq)
+            .select_from(source)
             .where(self._conditions(filter))
             .order_by(charges.c.seq.desc())
             .offset(max(offset, 0))
             .limit(max(limit, 0))
+        )
+        stmt = (
+            queries.view_select()
+            .where(charges.c.seq.in_(page.scalar_subquery()))
+            .order_by(charges.c.seq.desc())
         )
         with self._read() as conn:
             return [queries.to_view(r) for r in conn.execute(stmt)]
