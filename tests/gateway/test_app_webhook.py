@@ -304,3 +304,39 @@ def test_through_waitress_including_a_chunked_body(
         assert response.json()["error"]["code"] == "payload_too_large"
     assert set(ledger.events) == {"evt_3TestChargeSucceeded01", "evt_chunked"}
     assert wakes.count == 2
+
+
+def test_an_unexpected_ledger_error_is_a_bare_500_logged_with_its_traceback(
+    client: FlaskClient, ledger: FakeLedger, wakes: Wakes, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger.fail_with = RuntimeError(f"bug while holding {WEBHOOK_SECRET}")
+    with caplog.at_level(logging.ERROR, logger="gateway"):
+        response = client.post("/webhook", data=BODY, headers=delivery_headers(BODY))
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert WEBHOOK_SECRET not in response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert [r.exc_info is not None for r in caplog.records] == [True]
+    assert wakes.count == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "status", "code"),
+    [
+        ({"CONTENT_LENGTH": "abc"}, 400, "invalid_payload"),
+        ({"CONTENT_LENGTH": "-5"}, 400, "invalid_payload"),
+        ({"CONTENT_LENGTH": str(10**12)}, 413, "payload_too_large"),
+    ],
+)
+def test_a_bad_content_length_reads_nothing(
+    client: FlaskClient, ledger: FakeLedger, environ: dict[str, str], status: int, code: str
+) -> None:
+    response = client.post(
+        "/webhook",
+        data=BODY,
+        headers=delivery_headers(b""),  # a valid signature for the empty body read
+        environ_overrides=environ,
+    )
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+    assert ledger.record_calls == 0
