@@ -366,6 +366,7 @@ class GatewayController(QObject):
             self.ledger.close()
             self.ledger = None
             self._ledger_url = ""
+            self.ledger_opened.emit()  # views drop the closed ledger
 
     def _on_ledger_commit(self) -> None:
         # Called on the WRITING thread after each commit: only emit, and at most one
@@ -377,6 +378,8 @@ class GatewayController(QObject):
     @Slot()
     def on_ledger_written(self) -> None:
         self._notify_pending.clear()
+        if self.ledger is None:  # queued before a shutdown: nothing to read any more
+            return
         self._notified_since_poll = True
         self.ledger_changed.emit()
 

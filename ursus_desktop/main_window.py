@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gateway.errors import StorageError
 from gateway.models import ChargeFilter, ChargeView, Counts, Totals, TransferStatus
 from gateway.money import to_major
 from ursus_desktop import APP_NAME, resources
@@ -385,8 +386,11 @@ class MainWindow(QMainWindow):
         view = self.selected_charge()
         ledger = self.controller.ledger
         if view is not None and ledger is not None:
-            fresh = ledger.get_charge(view.charge_id) or view
-            self.detail.show_charge(fresh, ledger.timeline(view.charge_id))
+            try:
+                fresh = ledger.get_charge(view.charge_id) or view
+                self.detail.show_charge(fresh, ledger.timeline(view.charge_id))
+            except StorageError as exc:
+                self.statusBar().showMessage(f"The ledger could not be read: {exc}", 10000)
         else:
             self.detail.show_charge(None, [])
 

@@ -9,6 +9,7 @@ row); only the time column sorts, since that is the order the ledger pages in.
 from __future__ import annotations
 
 import enum
+import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,15 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QBrush, QColor
 
+from gateway.errors import StorageError
 from gateway.fees import FeeSource
 from gateway.models import ChargeFilter, ChargeView, Totals, TransferStatus
 from gateway.money import to_major
 
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200
 MAX_PAGES = 64  # LRU: ~13k rows in memory at most
@@ -180,7 +184,12 @@ class ChargesModel(QAbstractTableModel):
         old = self._count
         if self._ledger is None:
             return
-        new = self._ledger.count_charges(self._filter)
+        try:
+            new = self._ledger.count_charges(self._filter)
+            totals = self._ledger.totals(self._filter)
+        except StorageError:
+            log.warning("the ledger could not be read; the table keeps its rows", exc_info=True)
+            return
         self._pages.clear()
         if new > old:
             # Newer charges sort first; in ascending order they append at the end.
@@ -194,7 +203,7 @@ class ChargesModel(QAbstractTableModel):
             self.endResetModel()
         if self._count:
             self.dataChanged.emit(self.index(0, 0), self.index(self._count - 1, len(Column) - 1))
-        self._totals = self._ledger.totals(self._filter)
+        self._totals = totals
         self.totals_changed.emit()
 
     def _reload_counts(self) -> None:
@@ -203,8 +212,12 @@ class ChargesModel(QAbstractTableModel):
             self._count = 0
             self._totals = []
             return
-        self._count = self._ledger.count_charges(self._filter)
-        self._totals = self._ledger.totals(self._filter)
+        try:
+            self._count = self._ledger.count_charges(self._filter)
+            self._totals = self._ledger.totals(self._filter)
+        except StorageError:
+            log.warning("the ledger could not be read", exc_info=True)
+            self._count, self._totals = 0, []
 
     # -- reading ------------
 
@@ -224,7 +237,11 @@ class ChargesModel(QAbstractTableModel):
         page_no, offset = divmod(position, PAGE_SIZE)
         page = self._pages.get(page_no)
         if page is None:
-            page = self._ledger.charges_page(self._filter, page_no * PAGE_SIZE, PAGE_SIZE)
+            try:
+                page = self._ledger.charges_page(self._filter, page_no * PAGE_SIZE, PAGE_SIZE)
+            except StorageError:
+                log.warning("a page of the ledger could not be read", exc_info=True)
+                return None
             self.page_loads += 1
             self._pages[page_no] = page
             while len(self._pages) > MAX_PAGES:
