@@ -102,6 +102,10 @@ class MainWindow(QMainWindow):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(Column.TIME, Qt.SortOrder.DescendingOrder)
         self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setDefaultSectionSize(110)
+        for column, width in ((Column.TIME, 150), (Column.ORDER, 150), (Column.CHARGE, 160)):
+            self.table.horizontalHeader().resizeSection(column, width)
         self.table.verticalHeader().setVisible(False)
         # Fixed row heights: the view never measures rows it does not show.
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
