@@ -209,7 +209,11 @@ class MainWindow(QMainWindow):
     # -- construction ------------
 
     def _action(
-        self, text: str, slot: object, shortcut: QKeySequence | str | None = None, ico: str = ""
+        self,
+        text: str,
+        slot: object,
+        shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
+        ico: str = "",
     ) -> QAction:
         action = QAction(icon(ico) if ico else QIcon(), text, self)
         if shortcut is not None:
