@@ -692,3 +692,19 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
         db.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StorageError, match="newer"):
         Ledger.open(f"sqlite:///{path}")
+
+
+def test_the_schema_compiles_for_postgresql() -> None:
+    from sqlalchemy import create_mock_engine
+
+    ddl: list[str] = []
+
+    def collect(sql: object, *_args: object, **_kwargs: object) -> None:
+        ddl.append(str(sql.compile(dialect=engine.dialect)))  # type: ignore[attr-defined]
+
+    engine = create_mock_engine("postgresql://", collect)  # type: ignore[arg-type]
+    schema.metadata.create_all(engine, checkfirst=False)
+    events = next(d for d in ddl if "CREATE TABLE events" in d)
+    assert "seq BIGSERIAL" in events
+    assert "raw BYTEA" in events
+    assert any("UNIQUE (charge_id)" in d for d in ddl if "CREATE TABLE transfers" in d)
