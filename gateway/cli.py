@@ -142,9 +142,7 @@ def _config(args: argparse.Namespace, *, sandbox: bool = False) -> GatewayConfig
         config = dataclasses.replace(
             config, settings=dataclasses.replace(config.settings, **overrides)
         )
-    if sandbox:
-        config = dataclasses.replace(config, sandbox=True)
-    return config
+    return config.for_sandbox() if sandbox else config
 
 
 @contextlib.contextmanager
@@ -167,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.service import ConfigError, GatewayServer, PortInUseError
 
     config = _config(args, sandbox=args.sandbox)
-    server = GatewayServer(config)
+    server = GatewayServer(config, log_console=True)
     with _stop_on_signals() as stop:
         try:
             server.start()
@@ -320,7 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "serve":
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        # One-shot commands print their result; only problems go to the console.
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logging.getLogger().addHandler(console)
     try:
         return int(args.handler(args))
     except ValueError as exc:  # settings file problems and the like

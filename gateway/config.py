@@ -328,6 +328,21 @@ class GatewayConfig:
     def problems(self) -> list[ConfigProblem]:
         return secret_problems(self.secrets) + settings_problems(self.settings)
 
+    def for_sandbox(self) -> GatewayConfig:
+        """The same settings in sandbox mode, with a ledger of its own.
+
+        Sandbox sales must never land in the real ledger, so the sandbox keeps its
+        SQLite file in ``<data_dir>/sandbox`` whatever database_url says.
+        """
+        if self.sandbox:
+            return self
+        return dataclasses.replace(
+            self,
+            data_dir=self.data_dir / "sandbox",
+            settings=dataclasses.replace(self.settings, database_url=""),
+            sandbox=True,
+        )
+
     @classmethod
     def from_env(
         cls,

@@ -1,4 +1,8 @@
-"""Log files: ``access.log`` (one line per request) and ``error.log`` (WARNING+), redacted.
+"""Log files: ``access.log`` (one line per request) and ``error.log`` (INFO+), redacted.
+
+``error.log`` is the gateway's journal in the nginx/Apache sense: warnings and
+errors, and at INFO one line per event, fee split and transfer (the audit trail
+the desktop's Logs tab filters by level).
 
 Both rotate at UTC midnight and keep 14 days. Every handler carries a
 RedactingFilter, so a secret that slips into a message, an argument or a
@@ -138,7 +142,7 @@ def setup_logging(
     access.propagate = False
     attach(access, _file_handler(files.access_log, logging.INFO, ACCESS_FORMAT, secrets))
 
-    error_handler = _file_handler(files.error_log, logging.WARNING, ERROR_FORMAT, secrets)
+    error_handler = _file_handler(files.error_log, level, ERROR_FORMAT, secrets)
     console_handler: logging.Handler | None = None
     if console:
         console_handler = logging.StreamHandler(sys.stderr)
@@ -148,7 +152,7 @@ def setup_logging(
     for name in ERROR_LOGGERS:
         logger = logging.getLogger(name)
         files.saved.append((logger, logger.level, logger.propagate))
-        logger.setLevel(min(level, logging.WARNING))
+        logger.setLevel(level)
         attach(logger, error_handler)
         if console_handler is not None:
             attach(logger, console_handler)

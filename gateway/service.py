@@ -41,12 +41,14 @@ class GatewayServer:
         stripe: StripeGateway | None = None,
         *,
         log_files: bool = True,
+        log_console: bool = False,
         threads: int = 8,
     ) -> None:
         self._config = config
         self._given_ledger = ledger
         self._given_stripe = stripe
         self._log_files = log_files
+        self._log_console = log_console
         self._threads = threads
         self._lock = threading.RLock()
         self._ledger: Ledger | None = None
@@ -146,7 +148,9 @@ class GatewayServer:
         if self._log_files:
             from gateway.logs import setup_logging
 
-            self._logs = setup_logging(config.logs_dir, secrets=config.secrets.values)
+            self._logs = setup_logging(
+                config.logs_dir, secrets=config.secrets.values, console=self._log_console
+            )
 
         if self._given_ledger is not None:
             self._ledger = self._given_ledger
@@ -210,8 +214,8 @@ class GatewayServer:
         with self._lock:
             if self._wsgi is None and self._ledger is None and self._sandbox is None:
                 return
+            log.info("gateway stopping")
             self._teardown(timeout)
-            log.info("gateway stopped")
 
     def _teardown(self, timeout: float = 10.0) -> None:
         # Order matters: no new requests, then no new work, then close storage.

@@ -9,7 +9,6 @@ ever changed on the GUI thread. Other widgets listen to the public signals.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -174,19 +173,13 @@ class GatewayController(QObject):
 
     def config(self) -> GatewayConfig:
         """The configuration a start would use now."""
-        settings = self.settings
-        data_dir = self.data_dir
-        if self.sandbox:
-            # Sandbox sales must never land in the real ledger.
-            data_dir = self.data_dir / "sandbox"
-            settings = dataclasses.replace(settings, database_url="")
-        return GatewayConfig(
+        config = GatewayConfig(
             secrets=self.secrets,
-            settings=settings,
-            data_dir=data_dir,
+            settings=self.settings,
+            data_dir=self.data_dir,
             log_dir=self.log_dir,
-            sandbox=self.sandbox,
         )
+        return config.for_sandbox() if self.sandbox else config
 
     def webhook_url(self) -> str:
         if self.server is not None and self.is_running:

@@ -44,15 +44,17 @@ def test_files_are_created_with_daily_utc_rotation_kept_14_days(logs: LogFiles) 
 def test_error_log_line_format_is_greppable(logs: LogFiles) -> None:
     logging.getLogger("gateway.app").error("Invalid API key attempt from %s", "1.2.3.4")
     logging.getLogger("waitress").warning("Task queue depth is %d", 5)
-    logging.getLogger("gateway.processor").info("not an error")
+    logging.getLogger("gateway.processor").info("transfer created")
+    logging.getLogger("gateway.processor").debug("too chatty")
     flush(logs)
     lines = logs.error_log.read_text("utf-8").splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3  # INFO is the audit trail; DEBUG stays out
     assert re.fullmatch(
         rf"{STAMP} ERROR gateway\.app Invalid API key attempt from 1\.2\.3\.4", lines[0]
     )
     assert re.fullmatch(rf"{STAMP} WARNING waitress Task queue depth is 5", lines[1])
-    assert "not an error" not in logs.access_log.read_text("utf-8")
+    assert re.fullmatch(rf"{STAMP} INFO gateway\.processor transfer created", lines[2])
+    assert "transfer created" not in logs.access_log.read_text("utf-8")
 
 
 def test_fail2ban_style_regex_finds_the_client(logs: LogFiles) -> None:
