@@ -132,7 +132,7 @@ class Ledger:
                 raise ValueError("the ledger needs a SQLite file, not an in-memory database")
             if sa_url.query.get("uri") != "true":
                 try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StorageError(safe_message("create the data directory", exc)) from exc
             engine = create_engine(
@@ -238,9 +238,13 @@ class Ledger:
             yield conn
 
     def _after_error(self) -> None:
+        """Leave the thread's connection idle (or drop it) so the next call starts clean."""
         if self._conns is None:
             return
         try:
+            conn = self._conns.get()
+            if conn.in_transaction():
+                conn.rollback()
             raw = self._conns.dbapi()
             if raw.in_transaction:
                 raw.rollback()
