@@ -63,9 +63,10 @@ def safe_cell(text: str) -> str:
     return "'" + text if text[:1] in _FORMULA_START else text
 
 
-def _clock() -> list[str]:
-    """'HH:MM:SSZ' for every second of a day: one list lookup per row instead of strftime."""
-    return [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(86400)]
+# "HH:MM:" for each minute of a day and "SSZ" for each second: two lookups per row
+# instead of a strftime (~100 KB, built once).
+_HOUR_MINUTE = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
+_SECOND = tuple(f"{s:02d}Z" for s in range(60))
 
 
 def _amount_spec(currency: str) -> tuple[int, str]:
@@ -88,7 +89,7 @@ def export_csv(
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     specs: dict[str, tuple[int, str, str]] = {}  # currency -> scale, pattern, CSV code
-    clock = _clock()
+    hour_minute, seconds = _HOUR_MINUTE, _SECOND
     day_cache: dict[int, str] = {}
     risky = _FORMULA_START
     batch: list[tuple[str, ...]] = []
@@ -147,7 +148,7 @@ def export_csv(
             )
         append(
             (
-                prefix + clock[second],
+                prefix + hour_minute[second // 60] + seconds[second % 60],
                 "'" + charge_id if charge_id[:1] in risky else charge_id,
                 "'" + pi_id if pi_id[:1] in risky else pi_id,
                 "'" + order_id if order_id[:1] in risky else order_id,
