@@ -22,7 +22,7 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,build]'
 
 export QT_QPA_PLATFORM=offscreen
 # The whole suite, then the keyring test against a real Secret Service.

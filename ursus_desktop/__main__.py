@@ -24,6 +24,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ursus_desktop import frozen
+
+    if frozen.is_frozen():  # windowed bundle: an uncaught exception leaves crash.log + a dialog
+        frozen.install_crash_handler()
     args = _parse(sys.argv[1:] if argv is None else argv)
     if args.selftest:
         from ursus_desktop.selftest import run_selftest
