@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.models import ChargeFilter, TransferStatus
-from gateway.money import exponent
+from gateway.money import exponent, to_major
 
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
@@ -96,7 +96,7 @@ def export_csv(
     append = batch.append
     written = 0
     # The hot loop of a million-row export: raw rows, locals, no per-cell calls for the
-    # common cases. Amounts are never negative here (fees and splits are clamped).
+    # common case (amounts are never negative: fees and splits are clamped).
     for (
         _seq,
         charge_id,
@@ -128,6 +128,7 @@ def export_csv(
             if len(day_cache) > 4096:  # bounded: constant memory over any date range
                 day_cache.clear()
             prefix = day_cache[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        amounts: tuple[str, ...]
         if scale == 1:
             amounts = (
                 str(gross),
@@ -137,7 +138,13 @@ def export_csv(
                 "" if transfer_amount is None else str(transfer_amount),
                 str(refunded),
             )
-        else:
+        elif (
+            gross >= 0
+            and refunded >= 0
+            and (fee is None or 0 <= fee <= gross)
+            and (commission is None or commission >= 0)
+            and (transfer_amount is None or transfer_amount >= 0)
+        ):
             amounts = (
                 pattern % divmod(gross, scale),
                 "" if fee is None else pattern % divmod(fee, scale),
@@ -145,6 +152,12 @@ def export_csv(
                 "" if commission is None else pattern % divmod(commission, scale),
                 "" if transfer_amount is None else pattern % divmod(transfer_amount, scale),
                 pattern % divmod(refunded, scale),
+            )
+        else:  # a negative amount (never expected): divmod floors, to_major does not
+            net = None if fee is None else gross - fee
+            amounts = tuple(
+                "" if v is None else to_major(v, currency)
+                for v in (gross, fee, net, commission, transfer_amount, refunded)
             )
         append(
             (

@@ -271,3 +271,13 @@ def test_export_matches_the_ledger_views(generated: Path) -> None:
         assert row["transfer_status"] == view.transfer_status.value
         assert row["currency"] == view.currency.upper()
         assert row["order_id"].lstrip("'") == view.order_id
+
+
+def test_a_negative_amount_is_still_formatted_exactly(ledger: Ledger) -> None:
+    # Never expected (fees and splits are clamped), but the fast path must not misprint:
+    # divmod(-5, 100) is (-1, 95), which would read "-1.95".
+    ledger.upsert_charge(snapshot("ch_1", amount=-5))
+    ledger.upsert_charge(snapshot("ch_2", currency="jpy", amount=-5))
+    usd, jpy = export_rows(ledger)
+    assert (usd["gross"], usd["amount_refunded"]) == ("-0.05", "0.00")
+    assert jpy["gross"] == "-5"
