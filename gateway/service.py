@@ -59,6 +59,8 @@ class GatewayServer:
         self._sandbox: SandboxServer | None = None
         self._logs: LogFiles | None = None
         self._effective: GatewayConfig = config
+        self._catch_up: threading.Thread | None = None
+        self._catch_up_stop = threading.Event()
         self.started_at: float | None = None
 
     # -- state -----------------------------------------------------------------
@@ -185,6 +187,7 @@ class GatewayServer:
             self._sandbox.webhook_url = self.webhook_url
         self._health.start()
         self._processor.start()
+        self._start_catch_up()
         self.started_at = time.time()
         log.info(
             "gateway started on %s (mode %s, data %s)",
@@ -192,6 +195,34 @@ class GatewayServer:
             config.mode,
             config.data_dir,
         )
+
+    def _start_catch_up(self) -> None:
+        """List events Stripe could not deliver while we were down, off the start path."""
+        ledger, stripe, processor = self._ledger, self._stripe, self._processor
+        assert ledger is not None and stripe is not None and processor is not None
+        stop = self._catch_up_stop = threading.Event()
+
+        def run() -> None:
+            from gateway.catchup import catch_up
+            from gateway.errors import StripeError
+
+            try:
+                result = catch_up(ledger, stripe, stop=stop)
+            except StripeError as exc:
+                # Not fatal: Stripe still retries those deliveries for 3 days.
+                log.warning("catch-up of missed events failed: %s", exc)
+                return
+            except StorageError as exc:
+                log.error("catch-up could not store events: %s", exc)
+                return
+            except Exception:  # a bug here must not take the running gateway down
+                log.exception("catch-up of missed events failed")
+                return
+            if result.recorded:
+                processor.wake()
+
+        self._catch_up = threading.Thread(target=run, name="gateway-catchup", daemon=True)
+        self._catch_up.start()
 
     def _start_sandbox(self, config: GatewayConfig) -> GatewayConfig:
         from gateway.sandbox import SandboxServer
@@ -222,6 +253,10 @@ class GatewayServer:
         if self._wsgi is not None:
             self._wsgi.stop(timeout)
             self._wsgi = None
+        if self._catch_up is not None:
+            self._catch_up_stop.set()
+            self._catch_up.join(timeout)
+            self._catch_up = None
         if self._processor is not None:
             self._processor.stop(timeout)
             self._processor = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +197,27 @@ class StripeGateway:
             "find_transfer gave up after %d pages charge=%s", _FIND_TRANSFER_PAGES, charge_id
         )
         return None
+
+    def list_events(
+        self,
+        types: Sequence[str],
+        *,
+        delivery_success: bool | None = None,
+        starting_after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of events, newest first: (events as plain dicts, has_more).
+
+        Stripe keeps events for 30 days; ``delivery_success=False`` lists those whose
+        webhook delivery has not succeeded (docs.stripe.com/api/events/list).
+        """
+        params: dict[str, Any] = {"limit": limit, "types": list(types)}
+        if delivery_success is not None:
+            params["delivery_success"] = delivery_success
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = self._call("list_events", lambda: self._client.v1.events.list(params))
+        return list(page.get("data") or []), bool(page.get("has_more"))
 
     def create_reversal(self, transfer_id: str, amount: int, idempotency_key: str) -> str:
         """Reverse ``amount`` of a transfer; returns the reversal id."""
