@@ -92,6 +92,7 @@ def export_csv(
     hour_minute, seconds = _HOUR_MINUTE, _SECOND
     day_cache: dict[int, str] = {}
     risky = _FORMULA_START
+    no_transfer = TransferStatus.NONE.value
     batch: list[tuple[str, ...]] = []
     append = batch.append
     written = 0
@@ -128,16 +129,13 @@ def export_csv(
             if len(day_cache) > 4096:  # bounded: constant memory over any date range
                 day_cache.clear()
             prefix = day_cache[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
-        amounts: tuple[str, ...]
         if scale == 1:
-            amounts = (
-                str(gross),
-                "" if fee is None else str(fee),
-                "" if fee is None else str(gross - fee),
-                "" if commission is None else str(commission),
-                "" if transfer_amount is None else str(transfer_amount),
-                str(refunded),
-            )
+            a_gross, a_refunded = str(gross), str(refunded)
+            a_fee = a_net = "" if fee is None else str(fee)
+            if fee is not None:
+                a_net = str(gross - fee)
+            a_commission = "" if commission is None else str(commission)
+            a_transfer = "" if transfer_amount is None else str(transfer_amount)
         elif (
             gross >= 0
             and refunded >= 0
@@ -145,17 +143,18 @@ def export_csv(
             and (commission is None or commission >= 0)
             and (transfer_amount is None or transfer_amount >= 0)
         ):
-            amounts = (
-                pattern % divmod(gross, scale),
-                "" if fee is None else pattern % divmod(fee, scale),
-                "" if fee is None else pattern % divmod(gross - fee, scale),
-                "" if commission is None else pattern % divmod(commission, scale),
-                "" if transfer_amount is None else pattern % divmod(transfer_amount, scale),
-                pattern % divmod(refunded, scale),
-            )
+            a_gross = pattern % divmod(gross, scale)
+            a_refunded = pattern % divmod(refunded, scale)
+            if fee is None:
+                a_fee = a_net = ""
+            else:
+                a_fee = pattern % divmod(fee, scale)
+                a_net = pattern % divmod(gross - fee, scale)
+            a_commission = "" if commission is None else pattern % divmod(commission, scale)
+            a_transfer = "" if transfer_amount is None else pattern % divmod(transfer_amount, scale)
         else:  # a negative amount (never expected): divmod floors, to_major does not
             net = None if fee is None else gross - fee
-            amounts = tuple(
+            a_gross, a_fee, a_net, a_commission, a_transfer, a_refunded = (
                 "" if v is None else to_major(v, currency)
                 for v in (gross, fee, net, commission, transfer_amount, refunded)
             )
@@ -166,17 +165,17 @@ def export_csv(
                 "'" + pi_id if pi_id[:1] in risky else pi_id,
                 "'" + order_id if order_id[:1] in risky else order_id,
                 code,
-                amounts[0],
-                amounts[1],
+                a_gross,
+                a_fee,
                 fee_source or "",
-                amounts[2],
-                amounts[3],
-                amounts[4],
+                a_net,
+                a_commission,
+                a_transfer,
                 ""
                 if transfer_id is None
                 else ("'" + transfer_id if transfer_id[:1] in risky else transfer_id),
-                status or TransferStatus.NONE.value,
-                amounts[5],
+                status or no_transfer,
+                a_refunded,
                 "true" if livemode else "false",
             )
         )
