@@ -1,0 +1,88 @@
+"""Suite 1: every charge event delivered three times, shuffled, 32 at a time -> one transfer each.
+
+A real GatewayServer (waitress on loopback, SQLite ledger, processor thread)
+talks to the sandbox as Stripe. Each charge's ``charge.succeeded`` and
+``charge.updated`` are POSTed three times each, in random order, by 32
+concurrent clients; the processor races the webhook threads the whole time.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from reliability_support import (
+    Deliverer,
+    event_statuses,
+    gateway_config,
+    make_sales,
+    reconcile,
+    transfers_done,
+    varied_amounts,
+    wait_until,
+)
+
+from gateway.sandbox import SandboxServer
+from gateway.service import GatewayServer
+
+COPIES = 3
+CONCURRENCY = 32
+
+
+def run_duplicates(
+    sandbox: SandboxServer, started: list[GatewayServer], tmp_path: Path, n: int
+) -> None:
+    sales = make_sales(sandbox, varied_amounts(n, seed=n), prefix="dup")
+    server = GatewayServer(gateway_config(sandbox, tmp_path))
+    started.append(server)
+    server.start()
+    db = tmp_path / "data" / "ursus.sqlite3"
+
+    deliveries = [e for sale in sales for e in sale.events] * COPIES
+    random.Random(n).shuffle(deliveries)
+    deliverer = Deliverer(server.webhook_url, sandbox.webhook_secret, CONCURRENCY)
+    try:
+        results = deliverer.deliver_all(deliveries)
+    finally:
+        deliverer.close()
+
+    statuses = [d.status for d in results]
+    assert statuses.count(200) == len(deliveries), {s: statuses.count(s) for s in set(statuses)}
+    first = [d for d in results if d.body == b'{"received":true}']
+    unique_events = {e for sale in sales for e, _ in sale.events}
+    # Exactly one delivery of each event was the one that stored it.
+    assert sorted(d.event_id for d in first) == sorted(unique_events)
+
+    wait_until(lambda: transfers_done(db, sales), 120, 0.05, f"{n} transfers")
+    wait_until(
+        lambda: set(event_statuses(db).values()) == {"processed"}, 30, 0.05, "events processed"
+    )
+    stored = event_statuses(db)
+    assert set(stored) == unique_events  # none lost, none invented
+
+    rec = reconcile(db, sandbox, sales)
+    assert rec.lost == [] and rec.duplicated == [] and rec.mismatched == []
+    assert rec.transfers_at_stripe == rec.ledger_created == n
+    assert rec.gross_total == rec.split_total
+    # The sandbox made exactly n transfers in all: nothing for another charge either.
+    assert len(sandbox.state.transfers) == n
+    print(
+        f"\nRESULT duplicates: charges={n} deliveries={len(deliveries)} "
+        f"distinct_events={len(unique_events)} concurrency={CONCURRENCY} "
+        f"transfers={rec.transfers_at_stripe} lost={len(rec.lost)} "
+        f"duplicated={len(rec.duplicated)} gross={rec.gross_total} split={rec.split_total}"
+    )
+
+
+def test_each_event_three_times_shuffled_makes_exactly_one_transfer_per_charge(
+    sandbox: SandboxServer, started: list[GatewayServer], tmp_path: Path
+) -> None:
+    run_duplicates(sandbox, started, tmp_path, 200)
+
+
+@pytest.mark.slow
+def test_each_event_three_times_shuffled_2000_charges(
+    sandbox: SandboxServer, started: list[GatewayServer], tmp_path: Path
+) -> None:
+    run_duplicates(sandbox, started, tmp_path, 2000)
