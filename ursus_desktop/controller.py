@@ -33,6 +33,7 @@ from gateway.config import (
 )
 from gateway.errors import StorageError, StripeError
 from gateway.models import ChargeFilter, Counts
+from ursus_desktop.reader import LedgerReader
 from ursus_desktop.secret_store import SecretStore, SecretStoreError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class GatewayController(QObject):
     failed = Signal(str)  # a message for the user
     ledger_opened = Signal()  # ``ledger`` is a different object now (or None)
     ledger_changed = Signal()  # something was committed
+    counts_changed = Signal(object)  # Counts | None, read off the GUI thread
     secrets_loaded = Signal()
     settings_saved = Signal()
     connection_tested = Signal(bool, str)
@@ -136,6 +138,10 @@ class GatewayController(QObject):
         self._export_cancel = threading.Event()
         self._last_version: int | None = None
         self._notified_since_poll = False
+        self._counts: Counts | None = None
+        # Reads for the views (counts, the table's COUNT and totals) run here, never on
+        # the GUI thread; the payments model shares it.
+        self.reader = LedgerReader(self)
 
         queued = self._queued
         self._started_done.connect(self.on_start_succeeded, queued)
@@ -201,12 +207,30 @@ class GatewayController(QObject):
         return self.server.stripe_connected() if self.is_running and self.server else None
 
     def counts(self) -> Counts | None:
-        if self.ledger is None:
-            return None
-        try:
-            return self.ledger.counts()
-        except StorageError:
-            return None
+        """The header figures as last read (``counts_changed`` announces new ones)."""
+        return self._counts
+
+    def _read_counts(self) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            self._counts = None
+            self.counts_changed.emit(None)
+            return
+
+        def apply(counts: Counts) -> None:
+            if ledger is self.ledger:  # not a read of a ledger closed since
+                self._counts = counts
+                self.counts_changed.emit(counts)
+
+        self.reader.submit("header-counts", ledger.counts, apply)
+
+    def _emit_ledger_opened(self) -> None:
+        self.ledger_opened.emit()
+        self._read_counts()
+
+    def _emit_ledger_changed(self) -> None:
+        self.ledger_changed.emit()
+        self._read_counts()
 
     def ledger_mode(self) -> Mode | None:
         """TEST or LIVE from the newest charge in the ledger; None when empty or sandbox."""
@@ -351,15 +375,26 @@ class GatewayController(QObject):
         self._ledger_url = url
         ledger.add_listener(self._on_ledger_commit)
         self._last_version = None
-        self.ledger_opened.emit()
+        self._emit_ledger_opened()
 
-    def _drop_ledger(self) -> None:
+    def _drop_ledger(self, *, wait: bool = False) -> None:
         if self.ledger is not None:
-            self.ledger.remove_listener(self._on_ledger_commit)
-            self.ledger.close()
+            ledger = self.ledger
+            ledger.remove_listener(self._on_ledger_commit)
+            reader = self.reader
+
+            def close() -> None:
+                # Reads still running on it (a COUNT, the totals) finish first.
+                reader.wait_idle(15000)
+                ledger.close()
+
+            if wait:
+                close()
+            else:
+                self._submit(close)  # never block the GUI thread on a running read
             self.ledger = None
             self._ledger_url = ""
-            self.ledger_opened.emit()  # views drop the closed ledger
+            self._emit_ledger_opened()  # views drop the closed ledger
 
     def _on_ledger_commit(self) -> None:
         # Called on the WRITING thread after each commit: only emit, and at most one
@@ -374,7 +409,7 @@ class GatewayController(QObject):
         if self.ledger is None:  # queued before a shutdown: nothing to read any more
             return
         self._notified_since_poll = True
-        self.ledger_changed.emit()
+        self._emit_ledger_changed()
 
     @Slot()
     def on_poll_timeout(self) -> None:
@@ -388,7 +423,7 @@ class GatewayController(QObject):
         changed = self._last_version is not None and version != self._last_version
         self._last_version = version
         if changed and not self._notified_since_poll:
-            self.ledger_changed.emit()
+            self._emit_ledger_changed()
         self._notified_since_poll = False
 
     # -- start / stop ----------------------------------------------------------------
@@ -432,10 +467,10 @@ class GatewayController(QObject):
             self.ledger = server.ledger
             self._ledger_url = server.config.database_url
             self.ledger.add_listener(self._on_ledger_commit)
-            self.ledger_opened.emit()
+            self._emit_ledger_opened()
         self._set_busy(False)
         self.running_changed.emit(True)
-        self.ledger_changed.emit()
+        self._emit_ledger_changed()
 
     @Slot(str)
     def on_start_failed(self, message: str) -> None:
@@ -475,7 +510,8 @@ class GatewayController(QObject):
                 log.exception("gateway stop failed")
             self.server = None
         self._pool.waitForDone(15000)
-        self._drop_ledger()
+        self.reader.wait_idle(15000)
+        self._drop_ledger(wait=True)
 
     # -- actions ------------
 

@@ -92,7 +92,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(640, 420)  # small screens: splitter and scroll areas adapt
 
         self.header = StatusHeader(controller)
-        self.model = ChargesModel(self)
+        self.model = ChargesModel(self, reader=controller.reader)
         self.proxy = ChargesProxy(self)
         self.proxy.setSourceModel(self.model)
         self.table = QTableView()
@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         c.failed.connect(self.on_controller_failed)
         c.ledger_opened.connect(self.on_controller_ledger_opened)
         c.ledger_changed.connect(self.on_controller_ledger_changed)
+        c.counts_changed.connect(self.on_controller_counts_changed)
         c.secrets_loaded.connect(self.on_controller_secrets_loaded)
         c.settings_saved.connect(self.on_controller_settings_saved)
         c.export_progressed.connect(self.on_export_progressed)
@@ -402,8 +403,7 @@ class MainWindow(QMainWindow):
         else:
             self.detail.show_charge(None, [])
 
-    def _notify_changes(self) -> None:
-        counts = self.controller.counts()
+    def _notify_changes(self, counts: Counts | None) -> None:
         old, self._counts = self._counts, counts
         if old is None or counts is None:
             return
@@ -434,14 +434,17 @@ class MainWindow(QMainWindow):
     @Slot()
     def on_controller_ledger_opened(self) -> None:
         self.model.set_ledger(self.controller.ledger)
-        self._counts = self.controller.counts()
+        self._counts = None  # the next counts_changed is a baseline, not news
         self._show_selected()
 
     @Slot()
     def on_controller_ledger_changed(self) -> None:
         self.model.refresh()
         self._show_selected()
-        self._notify_changes()
+
+    @Slot(object)
+    def on_controller_counts_changed(self, counts: Counts | None) -> None:
+        self._notify_changes(counts)
 
     @Slot()
     def on_controller_secrets_loaded(self) -> None:

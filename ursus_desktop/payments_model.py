@@ -30,6 +30,7 @@ from gateway.errors import StorageError
 from gateway.fees import FeeSource
 from gateway.models import ChargeFilter, ChargeView, Totals, TransferStatus
 from gateway.money import to_major
+from ursus_desktop.reader import LedgerReader
 
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
@@ -141,14 +142,23 @@ def display_value(view: ChargeView, column: Column) -> str:
 
 
 class ChargesModel(QAbstractTableModel):
-    """Rows of ``ChargeView`` newest first, read a page at a time from the ledger."""
+    """Rows of ``ChargeView`` newest first, read a page at a time from the ledger.
+
+    The row count and the totals are read off the GUI thread (``LedgerReader``):
+    a COUNT or a SUM over a million charges must not stall the window. Until the
+    first count arrives the table is empty; ``counted`` says when it has.
+    """
 
     totals_changed = Signal()
+    counted = Signal()  # a new row count was applied
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, reader: LedgerReader | None = None) -> None:
         super().__init__(parent)
+        self._reader = reader if reader is not None else LedgerReader(self)
+        self._lane = f"charges-{id(self)}"
         self._ledger: Ledger | None = None
         self._filter = ChargeFilter()
+        self._generation = 0  # bumped when ledger or filter change: older reads are stale
         self._count = 0
         self._pages: OrderedDict[int, list[ChargeView]] = OrderedDict()
         self._ascending = False
@@ -162,34 +172,50 @@ class ChargesModel(QAbstractTableModel):
 
     def set_ledger(self, ledger: Ledger | None) -> None:
         self._assert_gui_thread()
-        self.beginResetModel()
-        self._ledger = ledger
-        self._reload_counts()
-        self.endResetModel()
-        self.totals_changed.emit()
+        self._reset(ledger, self._filter)
 
     def set_filter(self, charge_filter: ChargeFilter) -> None:
         self._assert_gui_thread()
         if charge_filter == self._filter:
             return
-        self.beginResetModel()
-        self._filter = charge_filter
-        self._reload_counts()
-        self.endResetModel()
-        self.totals_changed.emit()
+        self._reset(self._ledger, charge_filter)
 
     def refresh(self) -> None:
         """Re-read after a ledger change: new rows are inserted, the rest re-drawn."""
         self._assert_gui_thread()
+        self._request_summary()
+
+    def _reset(self, ledger: Ledger | None, charge_filter: ChargeFilter) -> None:
+        self.beginResetModel()
+        self._ledger = ledger
+        self._filter = charge_filter
+        self._generation += 1
+        self._pages.clear()
+        self._count = 0
+        self._totals = []
+        self.endResetModel()
+        self.totals_changed.emit()
+        self._request_summary()
+
+    def _request_summary(self) -> None:
+        ledger, charge_filter, generation = self._ledger, self._filter, self._generation
+        if ledger is None:
+            return
+        self._reader.submit(
+            f"{self._lane}-count",
+            lambda: ledger.count_charges(charge_filter),
+            lambda count: self._apply_count(generation, count),
+        )
+        self._reader.submit(
+            f"{self._lane}-totals",
+            lambda: ledger.totals(charge_filter),
+            lambda totals: self._apply_totals(generation, totals),
+        )
+
+    def _apply_count(self, generation: int, new: int) -> None:
+        if generation != self._generation:
+            return  # read for a ledger or filter no longer shown
         old = self._count
-        if self._ledger is None:
-            return
-        try:
-            new = self._ledger.count_charges(self._filter)
-            totals = self._ledger.totals(self._filter)
-        except StorageError:
-            log.warning("the ledger could not be read; the table keeps its rows", exc_info=True)
-            return
         self._pages.clear()
         if new > old:
             # Newer charges sort first; in ascending order they append at the end.
@@ -203,21 +229,13 @@ class ChargesModel(QAbstractTableModel):
             self.endResetModel()
         if self._count:
             self.dataChanged.emit(self.index(0, 0), self.index(self._count - 1, len(Column) - 1))
+        self.counted.emit()
+
+    def _apply_totals(self, generation: int, totals: list[Totals]) -> None:
+        if generation != self._generation:
+            return
         self._totals = totals
         self.totals_changed.emit()
-
-    def _reload_counts(self) -> None:
-        self._pages.clear()
-        if self._ledger is None:
-            self._count = 0
-            self._totals = []
-            return
-        try:
-            self._count = self._ledger.count_charges(self._filter)
-            self._totals = self._ledger.totals(self._filter)
-        except StorageError:
-            log.warning("the ledger could not be read", exc_info=True)
-            self._count, self._totals = 0, []
 
     # -- reading ------------
 

@@ -102,8 +102,7 @@ class StatusHeader(QFrame):
 
         controller.running_changed.connect(self.on_controller_running_changed)
         controller.busy_changed.connect(self.on_controller_running_changed)
-        controller.ledger_changed.connect(self.on_ledger_changed)
-        controller.ledger_opened.connect(self.on_ledger_changed)
+        controller.counts_changed.connect(self.on_controller_counts_changed)
         controller.secrets_loaded.connect(self.on_controller_running_changed)
         controller.settings_saved.connect(self.on_controller_running_changed)
         self._timer = QTimer(self)
@@ -170,8 +169,8 @@ class StatusHeader(QFrame):
     def on_controller_running_changed(self, _value: bool = False) -> None:
         self.refresh()
 
-    @Slot()
-    def on_ledger_changed(self) -> None:
+    @Slot(object)
+    def on_controller_counts_changed(self, _counts: object) -> None:
         self._refresh_counts()
 
     @Slot()

@@ -100,7 +100,11 @@ def test_a_write_from_another_thread_becomes_ledger_changed(qtbot, controller) -
         worker = threading.Thread(target=write)
         worker.start()
     worker.join()
-    assert controller.counts().pending_events == 1
+    # The header figures are read off the GUI thread and announced by counts_changed.
+    qtbot.waitUntil(
+        lambda: controller.counts() is not None and controller.counts().pending_events == 1,
+        timeout=3000,
+    )
 
 
 def test_test_connection_runs_in_a_worker_against_a_stripe_compatible_server(qtbot, controller):

@@ -34,29 +34,40 @@ def big_ledger(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     ledger.close()
 
 
+@pytest.fixture
+def model(qtbot):  # type: ignore[no-untyped-def]
+    charges = ChargesModel()
+    yield charges
+    # Reads still running must end before their ledger is closed.
+    assert charges._reader.wait_idle(10_000)
+
+
+def settled(qtbot, model: ChargesModel, change) -> None:  # type: ignore[no-untyped-def]
+    """Apply a ledger/filter change and wait for its row count (read off the GUI thread)."""
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        change()
+
+
 def view(model: ChargesModel, row: int) -> ChargeView:
     result = model.data(model.index(row, 0), CHARGE_ROLE)
     assert isinstance(result, ChargeView)
     return result
 
 
-def test_a_100k_ledger_opens_with_one_count_and_no_rows_read(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    started = time.perf_counter()
+def test_a_100k_ledger_opens_with_one_count_and_no_rows_read(qtbot, model, big_ledger) -> None:
     model.set_ledger(big_ledger)
+    assert model.rowCount() == 0  # nothing read on the GUI thread yet
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        pass
     first = model.data(model.index(0, Column.CHARGE))
-    elapsed = time.perf_counter() - started
     assert model.rowCount() == ROWS
     assert model.columnCount() == len(Column)
     assert first
     assert model.page_loads == 1
-    # Generous: a full load of 100k rows takes many seconds on the CI machine.
-    assert elapsed < 2.0
 
 
-def test_rows_are_newest_first_and_pages_are_cached(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    model.set_ledger(big_ledger)
+def test_rows_are_newest_first_and_pages_are_cached(qtbot, model, big_ledger) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
     seqs = [view(model, row).seq for row in range(0, 3 * PAGE_SIZE, 37)]
     assert seqs == sorted(seqs, reverse=True)
     loads = model.page_loads
@@ -67,34 +78,32 @@ def test_rows_are_newest_first_and_pages_are_cached(qtbot, big_ledger) -> None:
     assert model.page_loads == loads + 1
 
 
-def test_the_page_cache_is_bounded(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    model.set_ledger(big_ledger)
+def test_the_page_cache_is_bounded(qtbot, model, big_ledger) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
     for page in range(MAX_PAGES + 10):
         view(model, page * PAGE_SIZE)
     assert len(model._pages) == MAX_PAGES
 
 
-def test_status_and_text_filters_go_to_sql(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    model.set_ledger(big_ledger)
+def test_status_and_text_filters_go_to_sql(qtbot, model, big_ledger) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
     failed = ChargeFilter(statuses=frozenset({TransferStatus.FAILED}))
-    model.set_filter(failed)
+    settled(qtbot, model, lambda: model.set_filter(failed))
     assert 0 < model.rowCount() < ROWS
     assert model.rowCount() == big_ledger.count_charges(failed)
     assert {view(model, r).transfer_status for r in range(min(50, model.rowCount()))} == {
         TransferStatus.FAILED
     }
     order_id = view(model, 0).order_id
-    model.set_filter(ChargeFilter(text=order_id))
+    settled(qtbot, model, lambda: model.set_filter(ChargeFilter(text=order_id)))
+    qtbot.waitUntil(lambda: sum(t.count for t in model.totals) == model.rowCount())
     assert model.rowCount() >= 1
     assert order_id in view(model, 0).order_id
     assert sum(t.count for t in model.totals) == model.rowCount()
 
 
-def test_roles_give_raw_values_for_sorting_and_text_for_display(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    model.set_ledger(big_ledger)
+def test_roles_give_raw_values_for_sorting_and_text_for_display(qtbot, model, big_ledger) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
     row = next(r for r in range(500) if view(model, r).currency == "usd")
     v = view(model, row)
     gross = model.index(row, Column.GROSS)
@@ -107,9 +116,10 @@ def test_roles_give_raw_values_for_sorting_and_text_for_display(qtbot, big_ledge
     assert fee == "—" or "USD" in fee
 
 
-def test_the_proxy_sorts_by_time_in_sql_without_reading_everything(qtbot, big_ledger) -> None:
-    model = ChargesModel()
-    model.set_ledger(big_ledger)
+def test_the_proxy_sorts_by_time_in_sql_without_reading_everything(
+    qtbot, model, big_ledger
+) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
     proxy = ChargesProxy()
     proxy.setSourceModel(model)
     newest = view(model, 0).seq
@@ -141,12 +151,11 @@ def _snapshot(charge_id: str, created: int) -> ChargeSnapshot:
     )
 
 
-def test_refresh_inserts_new_rows_at_the_top(qtbot, tmp_path: Path) -> None:
+def test_refresh_inserts_new_rows_at_the_top(qtbot, model, tmp_path: Path) -> None:
     path = make_ledger(tmp_path / "small.sqlite3", 30, seed=1)
     ledger = Ledger.open(f"sqlite:///{path}")
     try:
-        model = ChargesModel()
-        model.set_ledger(ledger)
+        settled(qtbot, model, lambda: model.set_ledger(ledger))
         assert model.rowCount() == 30
         ledger.upsert_charge(_snapshot("ch_new_0001", int(time.time())))
         with qtbot.waitSignal(model.rowsInserted) as blocker:
@@ -155,4 +164,15 @@ def test_refresh_inserts_new_rows_at_the_top(qtbot, tmp_path: Path) -> None:
         assert model.rowCount() == 31
         assert view(model, 0).charge_id == "ch_new_0001"
     finally:
+        model._reader.wait_idle(10_000)
         ledger.close()
+
+
+def test_a_count_read_for_an_older_filter_is_ignored(qtbot, model, big_ledger) -> None:
+    settled(qtbot, model, lambda: model.set_ledger(big_ledger))
+    failed = ChargeFilter(statuses=frozenset({TransferStatus.FAILED}))
+    model.set_filter(failed)
+    model.set_filter(ChargeFilter())  # supersedes the first before its count arrives
+    qtbot.waitUntil(lambda: not model._reader.busy, timeout=10_000)
+    assert model.rowCount() == ROWS
+    assert sum(t.count for t in model.totals) == ROWS
