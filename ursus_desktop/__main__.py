@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     problem = display_problem()
     if problem:
-        print(problem, file=sys.stderr)
-        return 2
+        # A window cannot open here: show the flow in the terminal instead (zero config).
+        from ursus_desktop.selftest import run_headless_demo
+
+        return run_headless_demo(problem)
 
     from PySide6.QtCore import QSettings
 

@@ -20,8 +20,8 @@ def display_problem(env: dict[str, str] | None = None, platform: str = sys.platf
     if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"):
         return ""
     return (
-        "URSUS needs a graphical display, and none was found (DISPLAY and WAYLAND_DISPLAY are "
-        "unset).\n"
+        "The URSUS window needs a graphical display, and none was found (DISPLAY and "
+        "WAYLAND_DISPLAY are unset).\n"
         "On a server run the gateway headless instead:  ursus-gateway serve --sandbox  (or with "
         "your keys in environment variables), or check this install with:  ursus --selftest"
     )

@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self._counts: Counts | None = None
         self._first_run_prompt = first_run_prompt
         self._asked_first_run = False
+        self._demo_sale_pending = False
         self.setWindowIcon(icon("ursus"))
         self.setMinimumSize(640, 420)  # small screens: splitter and scroll areas adapt
 
@@ -421,6 +422,10 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.logs.set_log_dir(self.controller.log_dir)
         self.statusBar().showMessage("Gateway running" if running else "Gateway stopped", 5000)
+        if running and self._demo_sale_pending:
+            self._demo_sale_pending = False
+            self.controller.simulate_payment(10000, "usd")
+            self.statusBar().showMessage("Sandbox: a simulated $100.00 sale is on its way", 8000)
 
     @Slot(bool)
     def on_controller_busy_changed(self, _busy: bool) -> None:
@@ -468,6 +473,10 @@ class MainWindow(QMainWindow):
         if choice == "Use Sandbox":
             self.controller.set_sandbox(True)
             self._update_actions()
+            # Zero configuration: start at once and send one $100 sale through, so the
+            # first thing a new merchant sees is the whole flow working.
+            self._demo_sale_pending = True
+            self.controller.start()
         elif choice == "Enter keys…":
             self.on_settings_triggered()
 

@@ -191,3 +191,36 @@ def test_layout_is_remembered_and_close_asks_while_running(qtbot, window, monkey
     assert again.size().width() == 700
     for secret in window.controller.secrets.values:
         assert secret not in again.windowTitle()
+
+
+def test_first_run_without_keys_offers_sandbox_and_shows_a_sale(
+    qtbot, controller: GatewayController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zero configuration: 'Use Sandbox' starts the gateway and sends one $100 sale."""
+    controller.settings = dataclasses.replace(Settings(), port=0)
+    asked: list[str] = []
+
+    def answer(_self: MainWindow, title: str, _text: str, buttons: list[str]) -> str:
+        asked.append(title)
+        return "Use Sandbox"
+
+    monkeypatch.setattr(MainWindow, "ask", answer)
+    w = MainWindow(controller, tray=False, first_run_prompt=True)
+    try:
+        controller.open_ledger()
+        controller.load_secrets()  # the empty keyring: no keys yet
+        qtbot.waitUntil(lambda: controller.is_running, timeout=10000)
+        assert asked == ["Welcome to URSUS"]
+        assert controller.sandbox and "SANDBOX" in w.windowTitle()
+        qtbot.waitUntil(
+            lambda: (
+                w.model.rowCount() == 1
+                and w.model.charge_at(0).transfer_status is TransferStatus.CREATED
+            ),
+            timeout=15000,
+        )
+        assert w.model.charge_at(0).transfer_amount == 9583
+    finally:
+        controller.shutdown()
+        w.close()
+        w.deleteLater()
