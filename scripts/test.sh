@@ -25,7 +25,8 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[test,build]'
 
 export QT_QPA_PLATFORM=offscreen
-# The whole suite, then the keyring test against a real Secret Service.
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The keyring test against a real Secret Service (gnome-keyring on a private D-Bus),
+# then the whole suite.
 dbus-run-session -- sh -c 'echo -n ursus-ci | gnome-keyring-daemon --unlock --components=secrets >/dev/null \
   && URSUS_TEST_SECRET_SERVICE=1 .venv/bin/python -m pytest -q -p no:cacheprovider -m secret_service tests/desktop'
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
