@@ -46,6 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def slow_mode(request: pytest.FixtureRequest) -> bool:
+    """True when the long variants run (more fuzz examples, random instead of fixed seeds)."""
+    return run_slow(request.config)
+
+
 @pytest.fixture(autouse=True)
 def fast_stripe_client_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """stripe-python's own retry sleeps (0.5 s doubling) shortened: faults come fast here."""
