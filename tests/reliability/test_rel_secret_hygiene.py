@@ -1,4 +1,4 @@
-"""Suite 8: after a full run, no secret value is in any log, CSV, settings file, ledger row or response.
+"""Suite 8: after a full run, no secret is in any log, CSV, settings file, ledger row or response.
 
 The run, with distinctive secrets: the sandbox (in this process) plays Stripe and
 delivers its own signed webhooks to ``ursus-gateway serve`` (a subprocess with
