@@ -51,6 +51,7 @@ CHARGE_EVENTS = frozenset(
     {"charge.succeeded", "charge.captured", "charge.updated", "charge.refunded"}
 )
 TRANSFER_KEY_PREFIX = "ursus-transfer-"
+RETRY_KEY_MARK = "-retry"  # Ledger.retry_transfer's keys: ursus-transfer-<charge>-retry<N>
 ZERO_AMOUNT_CODE = "amount_too_small"
 
 # Backoff of deferred events and transfers: 2 s doubling to 10 min, with jitter.
@@ -449,6 +450,13 @@ class Processor:
             ledger.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, message)
             log.info("transfer charge=%s skipped: amount 0", charge_id)
             return
+        # A charge refunded (partly) before its transfer: Stripe may refuse to transfer
+        # more than is left of it. The platform absorbs refunds (DESIGN §2), so the
+        # vendor is still owed the whole split: a retry by hand pays it from the
+        # available balance instead (its new idempotency key keeps the two apart).
+        view = ledger.get_charge(charge_id)
+        refunded = view.amount_refunded if view is not None else 0
+        from_charge = not (refunded > 0 and RETRY_KEY_MARK in due.idempotency_key)
         try:
             if due.attempts > 0:
                 # An earlier attempt may have reached Stripe before failing (a timeout
@@ -462,9 +470,10 @@ class Processor:
                 charge_id,
                 TimelineKind.TRANSFER_REQUEST,
                 f"transfer {to_major(due.amount, due.currency)} {due.currency.upper()} to "
-                f"{due.destination} (attempt {due.attempts + 1})",
+                f"{due.destination} (attempt {due.attempts + 1}"
+                f"{'' if from_charge else ', from the available balance'})",
             )
-            transfer_id = self._stripe.create_transfer(due)
+            transfer_id = self._stripe.create_transfer(due, from_charge=from_charge)
         except TransientStripeError as exc:
             delay = backoff_delay(due.attempts, RETRY_BASE, RETRY_CAP, self._rand)
             ledger.transfer_deferred(charge_id, str(exc), self._clock() + delay)
@@ -481,8 +490,14 @@ class Processor:
                 exc.code,
             )
         except PermanentStripeError as exc:
-            ledger.transfer_failed(charge_id, exc.code, exc.message)
-            ledger.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, str(exc))
+            message = exc.message
+            if refunded > 0 and from_charge:
+                message += (
+                    " The charge was refunded before its transfer; 'Retry transfer' pays the "
+                    "vendor from the platform's available balance instead."
+                )
+            ledger.transfer_failed(charge_id, exc.code, message)
+            ledger.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, f"{exc.code}: {message}")
             log.warning(
                 "transfer charge=%s amount=%d %s failed: %s",
                 charge_id,

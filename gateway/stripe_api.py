@@ -149,18 +149,24 @@ class StripeGateway:
                 "unexpected_response", f"charge {charge_id} could not be read: {exc!r}"
             ) from exc
 
-    def create_transfer(self, t: DueTransfer) -> str:
-        """Create the vendor transfer of a charge; returns the transfer id."""
+    def create_transfer(self, t: DueTransfer, *, from_charge: bool = True) -> str:
+        """Create the vendor transfer of a charge; returns the transfer id.
+
+        ``from_charge=False`` pays from the platform's available balance instead of
+        the charge's funds (no ``source_transaction``): the way out when Stripe
+        refuses a transfer larger than what is left of a partly refunded charge.
+        """
         metadata = {**t.metadata, "charge_id": t.charge_id}
         params: dict[str, Any] = {
             "amount": t.amount,
             "currency": t.currency.lower(),
             "destination": t.destination,
-            # The transfer succeeds while the charge's funds are still pending
-            # (docs.stripe.com/connect/separate-charges-and-transfers#transfer-availability).
-            "source_transaction": t.charge_id,
             "metadata": metadata,
         }
+        if from_charge:
+            # The transfer succeeds while the charge's funds are still pending
+            # (docs.stripe.com/connect/separate-charges-and-transfers#transfer-availability).
+            params["source_transaction"] = t.charge_id
         if t.transfer_group:
             params["transfer_group"] = t.transfer_group
         data = self._call(

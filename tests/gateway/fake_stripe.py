@@ -198,7 +198,7 @@ class FakeStripe:
                 raise pending[0]
             return charge
 
-    def create_transfer(self, t: DueTransfer) -> str:
+    def create_transfer(self, t: DueTransfer, *, from_charge: bool = True) -> str:
         with self.lock:
             pending = self._enter("create_transfer", t.charge_id)
             metadata = {**t.metadata, "charge_id": t.charge_id}
@@ -206,7 +206,7 @@ class FakeStripe:
                 "amount": t.amount,
                 "currency": t.currency,
                 "destination": t.destination,
-                "source_transaction": t.charge_id,
+                "source_transaction": t.charge_id if from_charge else None,
                 "transfer_group": t.transfer_group,
                 "metadata": metadata,
             }
@@ -222,13 +222,14 @@ class FakeStripe:
                     - charge.amount_refunded
                     - sum(x.amount - x.amount_reversed for x in self.transfers_for(t.charge_id))
                 )
-                if t.amount > left:
+                if from_charge and t.amount > left:
                     raise PermanentStripeError(
                         "amount_too_large", "The transfer amount exceeds the amount left", 400
                     )
                 transfer_id = f"tr_fake{next(self._ids)}"
+                source = t.charge_id if from_charge else ""
                 self.transfers[transfer_id] = FakeTransfer(
-                    transfer_id, t.amount, t.currency, t.destination, t.charge_id,
+                    transfer_id, t.amount, t.currency, t.destination, source,
                     t.transfer_group, metadata, t.idempotency_key,
                 )  # fmt: skip
                 return transfer_id

@@ -342,6 +342,35 @@ def test_refund_before_the_transfer_waits_when_reversing(
     assert [r.amount for r in fake.reversals[tr.transfer_id]] == [400]  # 9583 * 417/10000
 
 
+def test_a_refund_before_the_transfer_still_pays_the_vendor_after_a_retry(
+    ledger: Ledger, fake: FakeStripe, config: GatewayConfig, clock: Clock
+) -> None:
+    """The platform absorbs refunds: the vendor is owed the whole split even then."""
+    ch = fake.add_charge(fee=320)
+    proc = processor(ledger, fake, config, clock)
+    fake.fail("create_transfer", transient())  # the transfer is not made at once...
+    deliver(ledger, "charge.succeeded", ch)
+    proc.run_once()
+    fake.refund(ch, 5000)  # ...and half the charge is refunded meanwhile
+    deliver(ledger, "charge.refunded", ch)
+    clock.advance(700)
+    proc.run_once()
+    v = view(ledger, ch)
+    assert v.transfer_status is TransferStatus.FAILED  # Stripe: more than is left of it
+    assert v.error_code == "amount_too_large"
+    assert "Retry transfer" in v.error_message
+    assert not fake.transfers
+
+    assert retry_transfer(ledger, fake, ch)
+    proc.run_once()
+    v = view(ledger, ch)
+    assert v.transfer_status is TransferStatus.CREATED
+    [tr] = fake.transfers.values()
+    assert tr.amount == 9583  # the whole split, from the available balance
+    assert tr.source_transaction == ""
+    assert tr.idempotency_key == f"ursus-transfer-{ch}-retry1"
+
+
 def test_refund_list_unreachable_defers_the_event(
     ledger: Ledger, fake: FakeStripe, config: GatewayConfig, clock: Clock
 ) -> None:
@@ -731,10 +760,10 @@ class BlockingStripe(FakeStripe):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def create_transfer(self, t: DueTransfer) -> str:
+    def create_transfer(self, t: DueTransfer, *, from_charge: bool = True) -> str:
         self.entered.set()
         assert self.release.wait(10)
-        return super().create_transfer(t)
+        return super().create_transfer(t, from_charge=from_charge)
 
 
 def test_stop_finishes_the_current_item_and_leaves_the_rest(
