@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 cmd=$(python3 scripts/readme_commands.py run)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-git ls-files -z | xargs -0 cp --parents -t "$work"
+# tar keeps the symlink ursus_desktop/_resources -> ../resources as a symlink.
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$work"
 echo "README run command: $cmd"
 (cd "$work" && env -u DISPLAY -u WAYLAND_DISPLAY -u QT_QPA_PLATFORM HOME="$work/home" \
   bash -c "$cmd") | tee "$work/out.txt"
