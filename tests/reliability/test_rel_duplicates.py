@@ -8,12 +8,14 @@ concurrent clients; the processor races the webhook threads the whole time.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 from reliability_support import (
     Deliverer,
+    db_rows,
     event_statuses,
     gateway_config,
     make_sales,
@@ -86,3 +88,78 @@ def test_each_event_three_times_shuffled_2000_charges(
     sandbox: SandboxServer, started: list[GatewayServer], tmp_path: Path
 ) -> None:
     run_duplicates(sandbox, started, tmp_path, 2000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F3: the transfer is sent with source_transaction for the full split after a "
+    "partial refund -> amount_too_large -> FAILED, vendor unpaid",
+)
+def test_a_refund_before_the_transfer_still_pays_the_vendor_once(
+    sandbox: SandboxServer, started: list[GatewayServer], tmp_path: Path
+) -> None:
+    """Race: a partial refund lands while the charge still waits for its fee (async capture).
+
+    DESIGN §2: the platform absorbs refunds by default, so the vendor's transfer is
+    still due, exactly once. The window is real: a charge waits for its balance
+    transaction (``fee_wait_seconds``, 15 min by default) before its transfer is made.
+    """
+    state = sandbox.state
+    state.hold_balance_transactions = True  # the fee arrives later, with charge.updated
+    first = len(state.events)
+    pi = state.create_payment_intent(
+        {
+            "amount": "10000",
+            "currency": "usd",
+            "metadata": {"order_id": "race-refund"},
+            "transfer_group": "race-refund",
+            "confirm": "true",
+            "payment_method": "pm_card_visa",
+        }
+    )
+    charge_id = str(pi["latest_charge"])
+    server = GatewayServer(gateway_config(sandbox, tmp_path))
+    started.append(server)
+    server.start()
+    db = tmp_path / "data" / "ursus.sqlite3"
+    deliverer = Deliverer(server.webhook_url, sandbox.webhook_secret, 1)
+
+    def deliver_new() -> None:
+        nonlocal first
+        with state.lock:
+            new = [e for e in state.events[first:] if e["type"].startswith("charge.")]
+            first = len(state.events)
+        done = deliverer.deliver_all([(e["id"], json.dumps(e, indent=2).encode()) for e in new])
+        assert [d.status for d in done] == [200] * len(done)
+
+    try:
+        deliver_new()  # charge.succeeded: captured, no fee yet -> the gateway waits
+        wait_until(
+            lambda: db_rows(db, "SELECT count(*) FROM charges") == [(1,)], 10, 0.02, "charge"
+        )
+        state.create_refund({"charge": charge_id, "amount": "5000"})
+        deliver_new()  # charge.refunded
+        assert state.release_balance_transactions() == 1
+        deliver_new()  # charge.updated with the fee -> the transfer is due now
+        wait_until(
+            lambda: (
+                db_rows(
+                    db,
+                    "SELECT count(*) FROM transfers WHERE status NOT IN ('pending')",
+                )
+                == [(1,)]
+            ),
+            20,
+            0.05,
+            "the transfer to settle",
+        )
+    finally:
+        deliverer.close()
+    [(status, code, message, amount)] = db_rows(
+        db, "SELECT status, error_code, error_message, amount FROM transfers"
+    )
+    made = [t for t in state.transfers.values() if t["source_transaction"] == charge_id]
+    assert len(made) <= 1  # never twice, whatever the policy
+    assert db_rows(db, "SELECT amount_refunded FROM charges") == [(5000,)]
+    assert (status, code) == ("created", ""), f"vendor not paid: {status} {code}: {message}"
+    assert [t["amount"] for t in made] == [amount]
