@@ -22,8 +22,11 @@ ORDER_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ORDER_ID_LEN}}}")
 CURRENCY_RE = re.compile(r"[a-z]{3}")
 # Deliberately loose: one @, a dot in the domain, no spaces or control characters.
 # Stripe validates receipt_email properly; this only stops obvious junk.
-EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
-CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Lone surrogates (JSON allows "\ud800") cannot be UTF-8 encoded for Stripe: refused
+# like control characters rather than failing later as a 500.
+_BAD = r"\x00-\x1f\x7f\ud800-\udfff"
+EMAIL_RE = re.compile(rf"[^@\s{_BAD}]{{1,64}}@[^@\s{_BAD}]+\.[^@\s{_BAD}.]+")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class ValidationError(ValueError):
@@ -105,7 +108,9 @@ def parse_description(value: object) -> str | None:
         )
     if CONTROL_RE.search(value):
         raise ValidationError(
-            "invalid_description", "description", "must not contain control characters"
+            "invalid_description",
+            "description",
+            "must not contain control characters or invalid Unicode",
         )
     return value
 

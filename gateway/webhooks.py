@@ -95,6 +95,17 @@ def verify_signature(
     raise WebhookRejected("invalid_signature", "no valid signature for this body")
 
 
+def _storable(value: object) -> bool:
+    """A non-empty, bounded string that UTF-8 can encode (JSON allows lone surrogates)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_event(text: str | bytes) -> WebhookEvent:
     """The inbox fields of a (verified) event body; raises WebhookRejected(invalid_payload)."""
     try:
@@ -107,17 +118,18 @@ def parse_event(text: str | bytes) -> WebhookEvent:
         raise WebhookRejected("invalid_payload", "body is not a JSON object")
     event_id = data.get("id")
     event_type = data.get("type")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LEN:
+    if not _storable(event_id):
         raise WebhookRejected("invalid_payload", "event has no id")
-    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_ID_LEN:
+    if not _storable(event_type):
         raise WebhookRejected("invalid_payload", "event has no type")
     created = data.get("created")
-    if isinstance(created, bool) or not isinstance(created, int):
+    # The ledger stores 64-bit integers; anything else is not a Stripe timestamp.
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**63:
         created = 0
     obj = data.get("data")
     obj = obj.get("object") if isinstance(obj, dict) else None
     object_id = obj.get("id") if isinstance(obj, dict) else None
-    if not isinstance(object_id, str) or len(object_id) > MAX_ID_LEN:
+    if not _storable(object_id):
         object_id = ""
     return WebhookEvent(
         event_id=event_id,

@@ -151,6 +151,9 @@ def test_no_configured_api_key_refuses_everyone(stripe: FakeStripe) -> None:
         ({**GOOD, "description": "d" * 501}, "invalid_description", "description"),
         ({**GOOD, "description": ["a"]}, "invalid_description", "description"),
         ({**GOOD, "description": "nul\x00byte"}, "invalid_description", "description"),
+        # Lone surrogates are valid JSON but cannot be UTF-8 encoded for Stripe.
+        ({**GOOD, "description": "a\ud800b"}, "invalid_description", "description"),
+        ({**GOOD, "email": "\udfff@b.co"}, "invalid_email", "email"),
         ({**GOOD, "amonut": 5}, "unknown_field", "amonut"),
         ({**GOOD, "metadata": {}}, "unknown_field", "metadata"),
         ([GOOD], "invalid_body", "body"),

@@ -164,6 +164,8 @@ def test_signature_timestamp_parsing() -> None:
         (b'{"id": "evt_1"}', "no type"),
         (b'{"id": "evt_1", "type": null}', "no type"),
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b'{"id": "evt_\\ud800", "type": "charge.succeeded"}', "no id"),
+        (b'{"id": "evt_1", "type": "charge.\\udfff"}', "no type"),
     ],
 )
 def test_malformed_signed_payloads_are_rejected(body: bytes, reason: str) -> None:
@@ -171,6 +173,12 @@ def test_malformed_signed_payloads_are_rejected(body: bytes, reason: str) -> Non
         verify_and_parse(body, signed(body), (WEBHOOK_SECRET,))
     assert info.value.code == "invalid_payload"
     assert reason in info.value.message
+
+
+def test_values_the_ledger_cannot_store_are_dropped() -> None:
+    body = b'{"id": "evt_1", "type": "t", "created": 9223372036854775808, '
+    body += b'"data": {"object": {"id": "ch_\\ud800"}}}'
+    assert parse_event(body) == WebhookEvent("evt_1", "t", 0, False, "")
 
 
 def test_optional_fields_default_sensibly() -> None:
