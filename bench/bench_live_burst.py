@@ -1,0 +1,222 @@
+"""Live burst: 1,000 webhook events in 5 s while the window is open (offscreen, same process).
+
+    python bench/bench_live_burst.py [--events 1000] [--seconds 5] [--quick]
+
+The window, its GatewayController and the gateway it starts share one process, as
+in the real app; the sandbox plays Stripe in its own process. A load generator
+process POSTs signed ``charge.succeeded`` events (each for its own captured charge)
+at an even rate. A 5 ms ``QTimer`` on the GUI thread records the gap between its
+ticks: the longest gap over 5 ms is the longest the window froze (target <= 50 ms).
+Also prints the gaps while idle (the baseline), when the table showed every row, and
+when the processor had made every transfer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+from bench.common import (
+    LoadClient,
+    LoadResult,
+    SandboxProcess,
+    charge_event_template,
+    desktop_env,
+    event_body,
+    immortalize_singletons,
+    load_average,
+    machine,
+    percentile,
+    process_events_until,
+    rss_mb,
+    webhook_request,
+)
+
+TICK_MS = 5
+
+
+class Ticker:
+    """A GUI-thread timer whose tick gaps say how long the event loop was blocked."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import Qt, QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self.on_tick)
+
+    def on_tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+
+    def stalls(self, start: float, end: float) -> list[float]:
+        """Milliseconds each gap in [start, end] exceeded the tick interval."""
+        t = [x for x in self.ticks if start <= x <= end]
+        return [max(0.0, (b - a) * 1000 - TICK_MS) for a, b in itertools.pairwise(t)]
+
+
+def describe(name: str, stalls: list[float]) -> str:
+    if not stalls:
+        return f"{name:<34} (no ticks)"
+    over = sum(s > 50 for s in stalls)
+    return (
+        f"{name:<34} longest stall {max(stalls):6.1f} ms, p99 {percentile(stalls, 99):5.1f} ms,"
+        f" {over} over 50 ms ({len(stalls)} ticks)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="300 events in 1.5 s")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.seconds = 300, 1.5
+    print(machine())
+    print(f"load average at the start: {load_average()}")
+    rate = args.events / args.seconds
+    print(f"{args.events} signed charge.succeeded events at {rate:.0f}/s, window offscreen")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp_name,
+        SandboxProcess() as sandbox,
+        LoadClient() as client,
+    ):
+        tmp = Path(tmp_name)
+        desktop_env(tmp)
+        immortalize_singletons()
+        from gateway.config import Secrets, Settings, save_settings
+        from gateway.models import ChargeFilter, TransferStatus
+        from ursus_desktop.app import make_application
+        from ursus_desktop.controller import GatewayController
+        from ursus_desktop.main_window import MainWindow
+
+        charges = sandbox.charges(args.events)
+        app = make_application(["bench"])
+        config_path = tmp / "config" / "settings.json"
+        settings = dataclasses.replace(Settings(), port=0, stripe_api_base=sandbox.url)
+        save_settings(config_path, settings)
+        controller = GatewayController(
+            config_path=config_path, data_dir=tmp / "data", log_dir=tmp / "logs"
+        )
+        # As if read from the keyring (the bench never touches the real one).
+        controller.secrets = Secrets(
+            stripe_secret_key=sandbox.secret_key,
+            webhook_secrets=(sandbox.webhook_secret,),
+            connected_account_id=sandbox.account,
+            api_keys=("bench-api-key-0123456789",),
+        )
+        controller.secrets_known = True
+        window = MainWindow(controller, tray=False, first_run_prompt=False)
+        window.show()
+        controller.open_ledger()
+        process_events_until(lambda: controller.ledger is not None, 10)
+        controller.start()
+        if not process_events_until(lambda: controller.is_running and not controller.busy, 20):
+            raise SystemExit("the gateway did not start")
+        server = controller.server
+        assert server is not None
+        template = charge_event_template()
+        requests = [
+            webhook_request(
+                "127.0.0.1",
+                server.port,
+                event_body(template, f"evt_burst_{i:06d}", ch),
+                sandbox.webhook_secret,
+            )
+            for i, ch in enumerate(charges)
+        ]
+        rss_idle = rss_mb()
+
+        ticker = Ticker()
+        ticker.timer.start()
+        process_events_until(lambda: False, 1.0)  # idle baseline
+        idle_end = time.perf_counter()
+
+        result: dict[str, Any] = {}
+
+        def burst() -> None:  # waits on the load process: holds no GIL while it runs
+            result["load"] = client.run(
+                "127.0.0.1", server.port, requests, args.concurrency, rate=rate
+            )
+
+        sender = threading.Thread(target=burst, name="bench-burst")
+        burst_start = time.perf_counter()
+        sender.start()
+        model = window.model
+        shown_at = made_at = 0.0
+
+        def done() -> bool:
+            nonlocal shown_at, made_at
+            now = time.perf_counter()
+            if not shown_at and model.rowCount() >= args.events:
+                shown_at = now
+            if shown_at and not made_at:
+                counts = controller.counts()
+                if counts is not None and counts.pending_transfers == 0 and counts.charges:
+                    made_at = now
+            return bool(shown_at and made_at and not sender.is_alive())
+
+        finished = process_events_until(done, 300)
+        end = time.perf_counter()
+        ticker.timer.stop()
+        sender.join()
+        load: LoadResult = result["load"]
+        ledger = controller.ledger
+        assert ledger is not None
+        created = sum(
+            1
+            for v in ledger.iter_charges(ChargeFilter())
+            if v.transfer_status is TransferStatus.CREATED
+        )
+        window.grab()
+        rows = model.rowCount()
+        rss_end = rss_mb()
+
+        burst_end = burst_start + load.wall
+        non_200 = sum(n for s, n in load.statuses.items() if s != 200) + load.errors
+        print(
+            f"burst sent in {load.wall:.2f} s ({load.rate:.0f} ev/s), webhook p50 "
+            f"{load.p(50):.1f} ms, p99 {load.p(99):.1f} ms"
+            + (f", NON-200: {non_200}" if non_200 else "")
+        )
+        print(describe("GUI event loop, idle (1 s)", ticker.stalls(burst_start - 1.0, idle_end)))
+        print(describe("GUI event loop, during the burst", ticker.stalls(burst_start, burst_end)))
+        print(describe("GUI event loop, burst -> all done", ticker.stalls(burst_start, end)))
+        worst = max(ticker.stalls(burst_start, end), default=0.0)
+        print(
+            f"target: longest stall <= 50 ms: {'met' if worst <= 50 else 'MISSED'} ({worst:.1f} ms)"
+        )
+        print(
+            f"table rows: {rows} of {args.events} "
+            f"(all shown {shown_at - burst_start:.2f} s after the burst began)"
+        )
+        print(
+            f"transfers CREATED: {created} of {args.events} "
+            f"(all made {made_at - burst_start:.2f} s after the burst began)"
+        )
+        print(f"RSS: {rss_idle:.0f} MiB idle with the gateway running, {rss_end:.0f} MiB after")
+        controller.shutdown()
+        window.close()
+        window.deleteLater()
+        process_events_until(lambda: True, 0)
+        del app
+    print(f"load average at the end: {load_average()}")
+    return 0 if finished and rows == args.events and created == args.events else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
