@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import load_average, machine
 from bench.make_ledger import make_ledger
 from gateway.export import export_csv
 from gateway.ledger import Ledger
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    print(machine())
+    print(f"load average at the start: {load_average()}")
     db = args.db or args.out_dir / f"ledger-{args.rows}.sqlite3"
     if not db.exists():
         started = time.perf_counter()
@@ -102,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     per_row = export_seconds / max(rows, 1) * 1e6
     print(f"export_csv:      {export_seconds:.2f} s ({per_row:.1f} us/row)")
     print(f"sqlite3 -csv:    {cli_seconds:.2f} s")
-    print(f"ratio:           {export_seconds / cli_seconds:.2f}x (target <= 2x)")
+    ratio = export_seconds / cli_seconds
+    print(f"ratio:           {ratio:.2f}x (target <= 2x: {'met' if ratio <= 2 else 'MISSED'})")
+    print(f"load average at the end: {load_average()}")
     return 0
 
 
