@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="CSV file to write ('-' = stdout)")
     export.add_argument("--since", type=_parse_date, default=None, help="created on/after DATE")
     export.add_argument("--until", type=_parse_date, default=None, help="created before DATE")
+    export.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="export the sandbox's own ledger (what serve --sandbox and simulate-payment record)",
+    )
     export.set_defaults(handler=cmd_export)
 
     retry = sub.add_parser("retry-transfer", help="retry a failed transfer by hand")
@@ -215,7 +220,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _open_ledger(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from gateway.ledger import Ledger
 
-    config = _config(args)
+    config = _config(args, sandbox=getattr(args, "sandbox", False))
     return Ledger.open(config.database_url)
 
 
@@ -306,7 +311,7 @@ def cmd_simulate_payment(args: argparse.Namespace) -> int:
             )
     finally:
         server.stop()
-    print(f"ledger: {config.database_url}")
+    print(f"ledger: {config.database_url}  (export it: ursus-gateway export --sandbox --out F.csv)")
     return EXIT_FAILURE if failures else EXIT_OK
 
 

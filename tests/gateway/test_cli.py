@@ -89,7 +89,7 @@ def test_simulate_payment_then_export(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["export", *args, "--out", str(tmp_path / "real.csv")]) == 0
     assert len((tmp_path / "real.csv").read_text().splitlines()) == 1  # header only
 
-    sandbox_args = ["--data-dir", str(data / "sandbox")]
+    sandbox_args = ["--data-dir", str(data), "--sandbox"]
     out_csv = tmp_path / "sales.csv"
     assert main(["export", *sandbox_args, "--out", str(out_csv), "--since", "2000-01-01"]) == 0
     [row] = list(csv.DictReader(io.StringIO(out_csv.read_text(encoding="utf-8"), newline="")))
