@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import stripe
 
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
@@ -20,3 +21,10 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     led = Ledger.open(f"sqlite:///{tmp_path}/l.sqlite3")
     yield led
     led.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stripe-python sleeps >= 0.5 s between its own retries; the behaviour is the same faster."""
+    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
+    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)

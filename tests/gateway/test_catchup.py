@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import stripe
+import stripe_contract  # tests/stripe_contract.py (pytest pythonpath)
 
 from gateway.catchup import catch_up
 from gateway.config import GatewayConfig, Secrets, Settings
@@ -17,12 +16,6 @@ from gateway.models import TransferStatus
 from gateway.sandbox import SandboxServer
 from gateway.service import GatewayServer
 from gateway.stripe_api import StripeGateway
-
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
-
-import stripe_contract  # noqa: E402
 
 
 def dead_url() -> str:
@@ -86,9 +79,8 @@ def test_a_sale_made_while_closed_is_paid_out_at_the_next_start(
 
 
 def test_catch_up_is_idempotent_and_skips_other_types(
-    sandbox: SandboxServer, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    sandbox: SandboxServer, ledger: Ledger
 ) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
     pay_while_closed(sandbox, 2000, "missed-2")
     gw = StripeGateway(sandbox.secret_key, api_base=sandbox.url)
     first = catch_up(ledger, gw)

@@ -9,14 +9,13 @@ Every request URSUS sent is checked against Stripe's OpenAPI spec.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-import stripe
+import stripe_contract  # tests/stripe_contract.py (pytest pythonpath)
 
 from gateway.config import GatewayConfig, Secrets, Settings
 from gateway.models import TransferStatus
@@ -24,12 +23,6 @@ from gateway.sandbox import SandboxServer
 from gateway.sandbox.simulate import simulate_payment
 from gateway.sandbox.webhooks import sign
 from gateway.service import GatewayServer
-
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
-
-import stripe_contract  # noqa: E402  (a checker module in tests/)
 
 API_KEY = "test-api-key-0123456789abcdef"
 
@@ -41,12 +34,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
-
-
-@pytest.fixture(autouse=True)
-def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stripe
 
 from gateway.config import GatewayConfig, Secrets, Settings
 from gateway.errors import PermanentStripeError
@@ -24,12 +23,6 @@ from gateway.processor import Processor
 from gateway.sandbox import SandboxServer
 from gateway.sandbox.faults import FaultKind
 from gateway.stripe_api import StripeGateway
-
-
-@pytest.fixture(autouse=True)
-def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import stripe
 from flask import Flask, Response, request
 
 from gateway.errors import PermanentStripeError, StripeError, TransientStripeError
@@ -27,13 +26,6 @@ SECRET = "sk_test_51StubSecretKeyAbcdefGhijklmnop1234"
 SPEC = json.loads(
     (Path(__file__).parents[1] / "data" / "stripe_spec_extract.json").read_text("utf-8")
 )["paths"]
-
-
-@pytest.fixture(autouse=True)
-def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    # stripe-python sleeps >= 0.5 s between retries; the behaviour is the same faster.
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @dataclass

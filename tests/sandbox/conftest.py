@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import stripe
@@ -14,18 +12,6 @@ from flask import Flask, Response, request
 
 from gateway.sandbox import SandboxServer
 from gateway.wsgi_server import WsgiServer
-
-# tests/stripe_contract.py is a checker module, not a package: make it importable.
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
-
-
-@pytest.fixture(autouse=True)
-def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    # stripe-python sleeps >= 0.5 s between retries; the behaviour is the same faster.
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture
