@@ -183,3 +183,43 @@ def test_repeated_sigkills_2000_charges(
     sandbox: SandboxServer, gateways: Gateways, tmp_path: Path
 ) -> None:
     run_crash(sandbox, gateways, tmp_path, 2000, kills=5)
+
+
+def test_sigkill_while_a_transfer_is_in_flight_at_stripe(
+    sandbox: SandboxServer, gateways: Gateways, tmp_path: Path
+) -> None:
+    """The transfer request has reached Stripe when the gateway dies; Stripe completes it.
+
+    The restarted gateway finds the transfer row still pending and sends the same
+    request with the same idempotency key: Stripe answers with the transfer it
+    made (or makes it, if the first request is still being handled, and replays
+    that to the first): one transfer, recorded with Stripe's id.
+    """
+    [sale] = make_sales(sandbox, [(12_345, "usd")], prefix="inflight")
+    db = tmp_path / "data" / "ursus.sqlite3"
+    faults = sandbox.faults
+    faults.slow_seconds = 1.5
+    faults.fail_next("/v1/transfers", "slow", method="POST")
+    gw = gateways.start()
+    deliverer = Deliverer(gw.url + "/webhook", sandbox.webhook_secret, 2)
+    try:
+        assert [d.status for d in deliverer.deliver_all(sale.events)] == [200, 200]
+    finally:
+        deliverer.close()
+    # The POST is at the sandbox, sleeping before it creates the transfer: kill now.
+    wait_until(lambda: faults.injected, 20, 0.005, "the transfer request at Stripe")
+    gw.kill()
+    assert db_rows(db, "SELECT status, attempts FROM transfers") == [("pending", 0)]
+    # Stripe finishes the request for a client that is gone.
+    wait_until(lambda: sandbox.state.transfers, 10, 0.01, "Stripe to complete the transfer")
+
+    gateways.start()
+    wait_until(lambda: transfers_done(db, [sale]), 30, 0.05, "the transfer recorded")
+    [made] = sandbox.state.transfers.values()
+    assert db_rows(db, "SELECT transfer_id FROM transfers") == [(made["id"],)]
+    posts = [r for r in sandbox.state.requests if r.method == "POST" and r.path == "/v1/transfers"]
+    assert len(posts) == 2 and {r.idempotency_key for r in posts} == {
+        f"ursus-transfer-{sale.charge_id}"
+    }
+    rec = reconcile(db, sandbox, [sale])
+    assert rec.lost == rec.duplicated == rec.mismatched == []

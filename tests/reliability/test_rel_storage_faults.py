@@ -35,12 +35,14 @@ from pathlib import Path
 import pytest
 import requests
 from reliability_support import (
+    GATEWAY_BIN,
     Deliverer,
     Delivery,
     Sale,
     error_log,
     event_statuses,
     gateway_config,
+    gateway_env,
     make_sales,
     reconcile,
     transfers_done,
@@ -284,3 +286,34 @@ def test_read_only_data_dir(
         run_storage_fault(sandbox, started, opened, tmp_path, data, read_only)
     finally:  # never leave an immutable file behind: pytest could not delete tmp_path
         subprocess.run(["chattr", "-R", "-i", str(data)], check=False, capture_output=True)
+
+
+@pytest.mark.usefixtures("chattr_works")
+@pytest.mark.parametrize(
+    "logs_elsewhere", [False, True], ids=["logs-in-data-dir", "logs-elsewhere"]
+)
+def test_headless_gateway_refuses_to_start_on_a_read_only_data_dir(
+    sandbox: SandboxServer, tmp_path: Path, logs_elsewhere: bool
+) -> None:
+    """Started on a read-only data dir, ``ursus-gateway serve`` exits 1 with one clear line."""
+    data = tmp_path / "data"
+    Ledger.open(f"sqlite:///{data / 'ursus.sqlite3'}").close()
+    env = gateway_env(sandbox, tmp_path)
+    args = [str(GATEWAY_BIN), "serve", "--data-dir", str(data), "--port", "0"]
+    if logs_elsewhere:
+        args += ["--log-dir", str(tmp_path / "logs")]
+    _chattr("+i", [data, *data.iterdir()])
+    try:
+        done = subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(data)], check=False, capture_output=True)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.startswith("ursus-gateway: ")
+    assert str(data) in done.stderr  # which folder: the owner has to find it
+    print(
+        f"\nRESULT storage_read_only_at_start: exit={done.returncode} "
+        f"stderr={done.stderr.strip()!r}"
+    )
