@@ -336,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"ursus-gateway: storage: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # a file or folder the command was pointed at
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"ursus-gateway:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

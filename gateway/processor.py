@@ -200,47 +200,53 @@ class Processor:
     # -- one pass ------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Do all work that is due now, once; returns how many items were handled."""
+        """Do all work that is due now, once; returns how many items were handled.
+
+        Work goes in rounds of one batch of events, then the due fee checks and
+        transfers, so a steady inflow of events never starves the transfers.
+        """
         with self._pass_lock:
-            done = self._events()
-            done += self._fee_checks()
-            done += self._transfers()
-            return done
+            seen: set[str] = set()
+            total = 0
+            while True:
+                done = self._events(seen)
+                done += self._fee_checks()
+                done += self._transfers()
+                total += done
+                if not done or self._stop_requested():
+                    return total
 
     def _stop_requested(self) -> bool:
         # Only the thread ends its pass early; a run_once() elsewhere (CLI) finishes.
         return self._stopping.is_set() and threading.current_thread() is self._thread
 
-    def _events(self) -> int:
+    def _events(self, seen: set[str]) -> int:
+        """One batch of pending events; ``seen`` (per pass) keeps a stuck event from looping."""
         done = 0
-        seen: set[str] = set()
-        while not self._stop_requested():
-            batch = [
-                e
-                for e in self._ledger.pending_events(self._batch, self._clock())
-                if e.event_id not in seen
-            ]
-            if not batch:
+        batch = [
+            e
+            for e in self._ledger.pending_events(self._batch, self._clock())
+            if e.event_id not in seen
+        ]
+        for event in batch:
+            if self._stop_requested():
                 break
-            for event in batch:
-                if self._stop_requested():
-                    break
-                seen.add(event.event_id)
-                try:
-                    self._handle_event(event)
-                except StorageError:
-                    raise  # the database is unwell: end the pass, the loop retries
-                except Exception as exc:
-                    # A bug must not block the inbox behind one event: keep the event
-                    # (pending, with the error) and retry it with backoff.
-                    log.exception("event %s type=%s: internal error", event.event_id, event.type)
-                    delay = backoff_delay(event.attempts, RETRY_BASE, RETRY_CAP, self._rand)
-                    self._ledger.defer_event(
-                        event.event_id,
-                        f"internal error: {type(exc).__name__}",
-                        self._clock() + delay,
-                    )
-                done += 1
+            seen.add(event.event_id)
+            try:
+                self._handle_event(event)
+            except StorageError:
+                raise  # the database is unwell: end the pass, the loop retries
+            except Exception as exc:
+                # A bug must not block the inbox behind one event: keep the event
+                # (pending, with the error) and retry it with backoff.
+                log.exception("event %s type=%s: internal error", event.event_id, event.type)
+                delay = backoff_delay(event.attempts, RETRY_BASE, RETRY_CAP, self._rand)
+                self._ledger.defer_event(
+                    event.event_id,
+                    f"internal error: {type(exc).__name__}",
+                    self._clock() + delay,
+                )
+            done += 1
         return done
 
     def _fee_checks(self) -> int:

@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 __all__ = ["ConfigError", "GatewayServer", "PortInUseError"]
 
 
+def _ledger_place(config: GatewayConfig) -> str:
+    """Where the ledger is, for a message (a database URL may hold a password: not shown)."""
+    if config.settings.database_url:
+        return "the database named by URSUS_DATABASE_URL"
+    return f"the ledger {config.data_dir / 'ursus.sqlite3'}"
+
+
 class ConfigError(ValueError):
     """The configuration is missing or malformed; the message lists every problem."""
 
@@ -150,9 +157,14 @@ class GatewayServer:
         if self._log_files:
             from gateway.logs import setup_logging
 
-            self._logs = setup_logging(
-                config.logs_dir, secrets=config.secrets.values, console=self._log_console
-            )
+            try:
+                self._logs = setup_logging(
+                    config.logs_dir, secrets=config.secrets.values, console=self._log_console
+                )
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write the log folder {config.logs_dir}: {exc.strerror or exc}"
+                ) from exc
 
         if self._given_ledger is not None:
             self._ledger = self._given_ledger
@@ -163,7 +175,12 @@ class GatewayServer:
                 raise StorageError(
                     f"cannot create the data folder {config.data_dir}: {exc.strerror}"
                 ) from exc
-            self._ledger = Ledger.open(config.database_url)
+            try:
+                self._ledger = Ledger.open(config.database_url)
+            except StorageError as exc:
+                raise StorageError(
+                    f"{_ledger_place(config)} cannot be used (is its folder writable?): {exc}"
+                ) from exc
 
         self._stripe = self._given_stripe or StripeGateway(
             config.secrets.stripe_secret_key, api_base=config.settings.stripe_api_base

@@ -101,3 +101,19 @@ def test_unusable_data_dir_is_a_storage_error(tmp_path: Path) -> None:
         server.start()
     assert "data folder" in str(info.value)
     assert not server.is_running and server.sandbox is None
+
+
+def test_unwritable_log_folder_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = GatewayConfig(
+        secrets=Secrets(),
+        settings=Settings(port=0),
+        data_dir=tmp_path / "data",
+        log_dir=blocker / "logs",
+    ).for_sandbox()
+    server = GatewayServer(config)
+    with pytest.raises(StorageError) as info:
+        server.start()
+    assert f"log folder {blocker / 'logs'}" in str(info.value)
+    assert not server.is_running and server.sandbox is None
