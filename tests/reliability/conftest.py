@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stripe
 
 from gateway.ledger import Ledger
 from gateway.sandbox import SandboxServer
@@ -50,13 +49,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def slow_mode(request: pytest.FixtureRequest) -> bool:
     """True when the long variants run (more fuzz examples, random instead of fixed seeds)."""
     return run_slow(request.config)
-
-
-@pytest.fixture(autouse=True)
-def fast_stripe_client_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """stripe-python's own retry sleeps (0.5 s doubling) shortened: faults come fast here."""
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.05)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,13 @@ def run_duplicates(
     deliveries = [e for sale in sales for e in sale.events] * COPIES
     random.Random(n).shuffle(deliveries)
     deliverer = Deliverer(server.webhook_url, sandbox.webhook_secret, CONCURRENCY)
+    started_at = time.monotonic()
     try:
         results = deliverer.deliver_all(deliveries)
     finally:
         deliverer.close()
+    delivered_in = time.monotonic() - started_at
+    made_while_delivering = len(sandbox.state.transfers)
 
     statuses = [d.status for d in results]
     assert statuses.count(200) == len(deliveries), {s: statuses.count(s) for s in set(statuses)}
@@ -56,7 +60,8 @@ def run_duplicates(
     # Exactly one delivery of each event was the one that stored it.
     assert sorted(d.event_id for d in first) == sorted(unique_events)
 
-    wait_until(lambda: transfers_done(db, sales), 120, 0.05, f"{n} transfers")
+    wait_until(lambda: transfers_done(db, sales), 300, 0.05, f"{n} transfers")
+    all_paid_in = time.monotonic() - started_at
     wait_until(
         lambda: set(event_statuses(db).values()) == {"processed"}, 30, 0.05, "events processed"
     )
@@ -73,7 +78,9 @@ def run_duplicates(
         f"\nRESULT duplicates: charges={n} deliveries={len(deliveries)} "
         f"distinct_events={len(unique_events)} concurrency={CONCURRENCY} "
         f"transfers={rec.transfers_at_stripe} lost={len(rec.lost)} "
-        f"duplicated={len(rec.duplicated)} gross={rec.gross_total} split={rec.split_total}"
+        f"duplicated={len(rec.duplicated)} gross={rec.gross_total} split={rec.split_total} "
+        f"delivered_in={delivered_in:.1f}s transfers_made_while_delivering={made_while_delivering} "
+        f"all_paid_in={all_paid_in:.1f}s"
     )
 
 

@@ -288,11 +288,6 @@ def test_read_only_data_dir(
         subprocess.run(["chattr", "-R", "-i", str(data)], check=False, capture_output=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F6: the log dir's PermissionError escapes as a traceback; the ledger's "
-    "message names no path",
-)
 @pytest.mark.usefixtures("chattr_works")
 @pytest.mark.parametrize(
     "logs_elsewhere", [False, True], ids=["logs-in-data-dir", "logs-elsewhere"]
