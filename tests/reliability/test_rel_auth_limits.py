@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -35,7 +36,7 @@ LOG_LINE_RE = re.compile(
 )
 
 
-def order(i: int) -> dict[str, object]:
+def order(i: int) -> dict[str, Any]:
     return {"amount": 1000 + i, "currency": "usd", "order_id": f"auth-{i}"}
 
 

@@ -86,9 +86,9 @@ class Recorder(requests.Session):
         super().__init__()
         self.evidence = evidence
 
-    def request(self, method: str | bytes, url: str | bytes, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+    def request(self, method: str, url: str, *args, **kwargs):  # type: ignore[no-untyped-def,override]
         resp = super().request(method, url, *args, **kwargs)
-        self.evidence.responses.append((f"{method!s} {url!s} -> {resp.status_code}", resp.content))
+        self.evidence.responses.append((f"{method} {url} -> {resp.status_code}", resp.content))
         return resp
 
 

@@ -30,8 +30,8 @@ from gateway.sandbox import SandboxServer
 from gateway.service import GatewayServer
 from gateway.stripe_api import StripeGateway
 
-# 30% in all, per request; slow costs a full client timeout, so it is the rarest.
-FAULTS = {"error_500": 0.08, "error_429": 0.08, "reset": 0.06, "reset_after": 0.06, "slow": 0.02}
+# 30% in all, per request (see faults.add below); slow costs a full client timeout,
+# so it is the rarest.
 READ_TIMEOUT = 0.5
 
 
@@ -47,7 +47,7 @@ def run_faults(
     faults.should_retry_header = False  # a 429 the stripe client will not retry itself
     faults.slow_seconds = READ_TIMEOUT * 1.5
     for path in ("/v1/charges/*", "/v1/transfers*"):
-        faults.add(path, **FAULTS)
+        faults.add(path, error_500=0.08, error_429=0.08, reset=0.06, reset_after=0.06, slow=0.02)
 
     stripe = StripeGateway(
         sandbox.secret_key,
