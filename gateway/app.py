@@ -246,6 +246,15 @@ def create_payment_intent() -> Response:
             message,
             exc.status,
         )
+        if code == "idempotency_error":
+            # The idempotency key is derived from the order: the same order_id came
+            # again with other details. Say that, not Stripe's words about our key.
+            return error_response(
+                409,
+                "order_conflict",
+                "order_id was already used for a payment with a different email or "
+                "description; use a new order_id for a different payment",
+            )
         # 400/402: the order itself was refused; anything else is our set-up (key, account).
         status = 400 if exc.status in (400, 402) else 502
         return error_response(status, code, message)

@@ -222,7 +222,10 @@ class StripeGateway:
             params["delivery_success"] = delivery_success
         if starting_after:
             params["starting_after"] = starting_after
-        page = self._call("list_events", lambda: self._client.v1.events.list(params))
+        page = self._call(
+            "list_events",
+            lambda: self._client.v1.events.list(params),  # type: ignore[arg-type]
+        )
         return list(page.get("data") or []), bool(page.get("has_more"))
 
     def create_reversal(self, transfer_id: str, amount: int, idempotency_key: str) -> str:

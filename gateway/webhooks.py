@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from stripe import SignatureVerificationError, WebhookSignature
 
@@ -95,7 +96,7 @@ def verify_signature(
     raise WebhookRejected("invalid_signature", "no valid signature for this body")
 
 
-def _storable(value: object) -> bool:
+def _storable(value: object) -> TypeGuard[str]:
     """A non-empty, bounded string that UTF-8 can encode (JSON allows lone surrogates)."""
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
         return False

@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from gateway.ledger import Ledger
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the long variants of the reliability suites (marked slow)",
+    )
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A fresh SQLite ledger in the test's temp dir, closed afterwards."""

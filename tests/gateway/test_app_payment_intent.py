@@ -288,6 +288,22 @@ def test_permanent_stripe_errors_never_echo_a_secret(
     assert "Stripe refused a PaymentIntent for order_1001" in caplog.text
 
 
+def test_the_same_order_with_other_details_is_a_clear_409(
+    client: FlaskClient, stripe: FakeStripe
+) -> None:
+    stripe.error = PermanentStripeError(
+        "idempotency_error",
+        "Keys for idempotent requests can only be used with the same parameters they were "
+        "first used with. Try using a key other than 'ursus-pi-order_1001-10000-usd'",
+        400,
+    )
+    response = post(client)
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert error["code"] == "order_conflict"
+    assert "order_id" in error["message"] and "ursus-pi-" not in error["message"]
+
+
 # -- rate limit ---------------------------------------------------------------
 
 

@@ -16,23 +16,9 @@ from gateway.service import GatewayServer
 RUN_SLOW_ENV = "URSUS_RUN_SLOW"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--run-slow",
-        action="store_true",
-        default=False,
-        help="also run the long variants of the reliability suites (marked slow)",
-    )
-
-
 def run_slow(config: pytest.Config) -> bool:
-    # The option exists only when this conftest is an initial one (pytest tests/reliability);
-    # URSUS_RUN_SLOW=1 works from anywhere.
-    try:
-        flag = bool(config.getoption("--run-slow"))
-    except ValueError:
-        flag = False
-    return flag or os.environ.get(RUN_SLOW_ENV) == "1"
+    # --run-slow is registered by tests/conftest.py; URSUS_RUN_SLOW=1 works too.
+    return bool(config.getoption("--run-slow")) or os.environ.get(RUN_SLOW_ENV) == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
