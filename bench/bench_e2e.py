@@ -48,7 +48,7 @@ GROUP BY charge_id, kind
 STEPS = (
     ("received", "event", "webhook 200 -> charge re-fetched and stored"),
     ("event", "fee", "-> split computed, transfer row queued"),
-    ("fee", "transfer_request", "-> transfer request begins (rest of the pass)"),
+    ("fee", "transfer_request", "-> transfer request begins (rest of the batch)"),
     ("transfer_request", "transfer_created", "-> transfer created at Stripe and recorded"),
 )
 
