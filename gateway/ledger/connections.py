@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -57,64 +56,73 @@ def install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
 class ThreadConnections:
     """One long-lived SQLAlchemy Connection per thread (SQLite allows one writer anyway).
 
-    Connections of threads that have ended are closed the next time any thread opens
-    one, and all are closed by ``close()``.
+    Keyed by ``threading.get_ident()``, not a ``threading.local``: PySide6 gives each
+    ``QRunnable.run`` on a Qt pool thread a fresh Python thread state, so a local
+    would be empty every time and every background read would open (and leak) a new
+    connection. The thread id is stable for the life of the OS thread. Connections
+    of threads that have ended are closed the next time any thread opens one, and
+    all are closed by ``close()``.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[tuple[weakref.ref[threading.Thread], Connection]] = []
+        # ident -> (SQLAlchemy connection, its raw sqlite3 connection or None)
+        self._by_ident: dict[int, tuple[Connection, Any]] = {}
         self._closed = False
 
+    def _current(self) -> tuple[Connection, Any] | None:
+        entry = self._by_ident.get(threading.get_ident())
+        if entry is None or entry[0].closed or entry[0].invalidated:
+            return None
+        return entry
+
     def get(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed and not conn.invalidated:
-            return conn
+        entry = self._current()
+        if entry is not None:
+            return entry[0]
+        # Registers a thread Python did not start (a Qt pool thread) in
+        # threading.enumerate(), so _reap() never takes it for an ended one.
+        threading.current_thread()
         with self._lock:
             if self._closed:
                 raise StorageError("the ledger is closed")
             self._reap()
             conn = self._engine.connect()
-            self._all.append((weakref.ref(threading.current_thread()), conn))
-        self._local.conn = conn
-        self._local.dbapi = conn.connection.dbapi_connection
+            self._by_ident[threading.get_ident()] = (conn, conn.connection.dbapi_connection)
         return conn
 
     def dbapi(self) -> sqlite3.Connection:
         """The calling thread's raw sqlite3 connection (the webhook's hot path)."""
-        raw: sqlite3.Connection | None = getattr(self._local, "dbapi", None)
-        if raw is None or self._local.conn.closed or self._local.conn.invalidated:
+        entry = self._current()
+        if entry is None:
             self.get()
-            raw = self._local.dbapi
-        assert raw is not None
-        return raw
+            entry = self._current()
+        assert entry is not None and entry[1] is not None
+        return entry[1]  # type: ignore[no-any-return]
 
     def discard_current(self) -> None:
         """Drop the calling thread's connection after an error left it unusable."""
-        conn: Connection | None = getattr(self._local, "conn", None)
-        self._local.conn = None
-        self._local.dbapi = None
-        if conn is None:
-            return
         with self._lock:
-            self._all = [(ref, c) for ref, c in self._all if c is not conn]
-        close_quietly(conn)  # already broken; nothing more to release
+            entry = self._by_ident.pop(threading.get_ident(), None)
+        if entry is not None:
+            close_quietly(entry[0])  # already broken; nothing more to release
 
     def _reap(self) -> None:
-        alive = []
-        for ref, conn in self._all:
-            thread = ref()
-            if thread is not None and thread.is_alive():
-                alive.append((ref, conn))
-                continue
+        # Every thread that got a connection is registered (see get()): one missing
+        # from threading.enumerate() has ended.
+        alive = {t.ident for t in threading.enumerate()}
+        for ident in [i for i in self._by_ident if i not in alive]:
+            conn, _raw = self._by_ident.pop(ident)
             close_quietly(conn)  # the thread is gone; nothing uncommitted is lost
-        self._all = alive
+
+    @property
+    def open_count(self) -> int:
+        return len(self._by_ident)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            conns, self._all = self._all, []
-        for _ref, conn in conns:
+            entries, self._by_ident = list(self._by_ident.values()), {}
+        for conn, _raw in entries:
             close_quietly(conn)  # best effort: everything is already committed

@@ -176,3 +176,22 @@ def test_a_count_read_for_an_older_filter_is_ignored(qtbot, model, big_ledger) -
     qtbot.waitUntil(lambda: not model._reader.busy, timeout=10_000)
     assert model.rowCount() == ROWS
     assert sum(t.count for t in model.totals) == ROWS
+
+
+def test_reads_on_qt_pool_threads_reuse_their_connections(qtbot, tmp_path: Path) -> None:
+    """PySide6 gives each QRunnable a fresh Python thread state: no connection per read."""
+    from ursus_desktop.reader import LedgerReader
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path}/reads.sqlite3")
+    reader = LedgerReader()
+    try:
+        results: list[int] = []
+        for i in range(60):
+            reader.submit(f"lane-{i % 3}", lambda: ledger.count_charges(ChargeFilter()),
+                          results.append)  # fmt: skip
+            qtbot.waitUntil(lambda: not reader.busy, timeout=5000)
+        assert results and set(results) == {0}
+        assert ledger._conns is not None and ledger._conns.open_count <= 4  # pool + this one
+    finally:
+        assert reader.wait_idle(5000)
+        ledger.close()

@@ -112,7 +112,7 @@ def test_each_thread_gets_its_own_connection_and_dead_threads_give_theirs_back(
         t.join()
     record(ledger, "evt_main")  # opening no new one; reaps the dead threads' connections
     assert id(conns.dbapi()) not in seen
-    assert len(conns._all) <= 2
+    assert conns.open_count <= 2
     assert ledger.event_counts()[EventStatus.PENDING] == 13
 
 
