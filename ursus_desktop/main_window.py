@@ -45,6 +45,7 @@ from ursus_desktop.settings_dialog import SettingsDialog
 from ursus_desktop.status_header import MODE_TEXT, StatusHeader
 
 FILTER_DELAY_MS = 250  # typing in the filter box re-queries once the user pauses
+REFRESH_DELAY_MS = 250  # new rows show within a second of the webhook either way
 
 
 def icon(name: str) -> QIcon:
@@ -144,6 +145,12 @@ class MainWindow(QMainWindow):
         self._filter_timer.setSingleShot(True)
         self._filter_timer.setInterval(FILTER_DELAY_MS)
         self._filter_timer.timeout.connect(self.on_filter_timer_timeout)
+        # Ledger changes come in bursts (a rush of sales): repaint at most a few times a
+        # second, so the GUI thread keeps up however fast the gateway writes.
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.on_refresh_timer_timeout)
         self.filter_text.textChanged.connect(self.on_filter_edited)
         self.filter_status.currentIndexChanged.connect(self.on_filter_edited)
         self.filter_all_dates.toggled.connect(self.on_filter_edited)
@@ -444,6 +451,11 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def on_controller_ledger_changed(self) -> None:
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    @Slot()
+    def on_refresh_timer_timeout(self) -> None:
         self.model.refresh()
         self._show_selected()
 

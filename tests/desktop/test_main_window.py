@@ -133,6 +133,11 @@ def status(ledger, charge_id: str) -> TransferStatus | None:  # type: ignore[no-
     return None if view is None else view.transfer_status
 
 
+def attempts(ledger, charge_id: str) -> int:  # type: ignore[no-untyped-def]
+    due = ledger.due_transfers(time.time() + 10**6, 100)
+    return next((d.attempts for d in due if d.charge_id == charge_id), 0)
+
+
 def test_retry_button_requeues_a_failed_transfer(qtbot, window: MainWindow) -> None:
     start(qtbot, window)
     c = window.controller
@@ -142,7 +147,9 @@ def test_retry_button_requeues_a_failed_transfer(qtbot, window: MainWindow) -> N
         c.simulate_payment(10000, "usd")
     charge_id = sale.args[0]
     ledger = c.ledger
-    qtbot.waitUntil(lambda: status(ledger, charge_id) is TransferStatus.PENDING, timeout=5000)
+    # Wait until the first attempt is over and deferred (not in flight at Stripe), so the
+    # failure set below cannot race a retry that the cleared faults would let through.
+    qtbot.waitUntil(lambda: attempts(ledger, charge_id) >= 1, timeout=10000)
     ledger.transfer_failed(charge_id, "account_invalid", "The destination was closed")
     sandbox.faults.clear()
     qtbot.waitUntil(lambda: row_of(window, charge_id) is not None, timeout=3000)
