@@ -156,4 +156,9 @@ def setup_logging(
         attach(logger, error_handler)
         if console_handler is not None:
             attach(logger, console_handler)
+    # "Task queue depth is N" is normal when more requests arrive than there are
+    # threads, and logging it per queued request costs the event-loop thread.
+    queue_logger = logging.getLogger("waitress.queue")
+    files.saved.append((queue_logger, queue_logger.level, queue_logger.propagate))
+    queue_logger.setLevel(logging.ERROR)
     return files
