@@ -9,7 +9,7 @@ from gateway.config import Secrets
 
 TEST_SECRETS = Secrets(
     stripe_secret_key="sk_test_" + "a1B2c3D4e5F6g7H8",
-    webhook_secrets=("whsec_test0123456789abcdefABCDEF",),
+    webhook_secrets=("whsec_test_fake_0123456789",),
     connected_account_id="acct_test1234567",
     api_keys=("api-key-for-tests-0123456789",),
 )

@@ -16,8 +16,8 @@ from typing import Any
 import stripe
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-WEBHOOK_SECRET = "whsec_test0123456789abcdefABCDEF"
-OLD_WEBHOOK_SECRET = "whsec_testOldRotatedSecret98765"
+WEBHOOK_SECRET = "whsec_test_fake_0123456789"
+OLD_WEBHOOK_SECRET = "whsec_test_fake_old_rotated"
 
 
 def fixture(name: str) -> bytes:

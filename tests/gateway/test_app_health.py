@@ -44,7 +44,7 @@ def test_health_reports_mode_stripe_and_backlog() -> None:
     ("key", "sandbox", "mode"),
     [
         ("sk_test_abcdefgh12345678", False, "test"),
-        ("rk_live_abcdefgh12345678", False, "live"),
+        ("rk_live_fake_abcdefgh", False, "live"),
         ("sk_test_abcdefgh12345678", True, "sandbox"),
         ("", False, None),
     ],

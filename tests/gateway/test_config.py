@@ -67,7 +67,7 @@ def test_values_lists_every_secret_for_redaction() -> None:
 
 def test_mode_follows_the_key_prefix() -> None:
     assert good_secrets().mode is Mode.TEST
-    live = Secrets(stripe_secret_key="rk_live_0123456789abcdef")
+    live = Secrets(stripe_secret_key="rk_live_fake_0123456789")
     assert live.mode is Mode.LIVE
     assert Secrets(stripe_secret_key="nonsense").mode is None
 
