@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     OUT_DIR,
     desktop_env,
-    immortalize_singletons,
     load_average,
     machine,
     median,
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         desktop_env(tmp)
-        immortalize_singletons()
         from gateway.config import Settings, save_settings
         from gateway.models import ChargeFilter, TransferStatus
         from ursus_desktop.app import make_application

@@ -33,7 +33,6 @@ from bench.common import (
     charge_event_template,
     desktop_env,
     event_body,
-    immortalize_singletons,
     load_average,
     machine,
     percentile,
@@ -97,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmp_name)
         desktop_env(tmp)
-        immortalize_singletons()
         from gateway.config import Secrets, Settings, save_settings
         from gateway.models import ChargeFilter, TransferStatus
         from ursus_desktop.app import make_application

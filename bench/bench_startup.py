@@ -51,7 +51,6 @@ def child_idle() -> int:
     from bench.common import (
         SandboxProcess,
         desktop_env,
-        immortalize_singletons,
         peak_rss_mb,
         process_events_until,
         rss_mb,
@@ -62,7 +61,6 @@ def child_idle() -> int:
         tmp = Path(tmp_name)
         t_sandbox = time.time() - t_before_sandbox  # the stand-in's start: not URSUS's
         desktop_env(tmp)
-        immortalize_singletons()
         import dataclasses
 
         from gateway.config import Secrets, Settings, save_settings

@@ -512,24 +512,6 @@ def desktop_env(tmp: Path) -> None:
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "qsettings"))
 
 
-def immortalize_singletons() -> None:
-    """Make True, False and None practically immortal (the desktop benches only).
-
-    PySide6-Essentials 6.12.0 on CPython 3.11 drops a reference to True on every
-    ``Signal.emit()`` and to None each time C++ calls a Python override that returns
-    None (``QRunnable.run``, a model's ``data()`` for an unused role...): measured
-    -1.0 per call, several hundred thousand while a large table paints; 6.11.2 on
-    3.11, and 6.12.0 on 3.12 (where these objects are immortal), lose none. The
-    process soon aborts with "Fatal Python error: none_dealloc"/"bool_dealloc". Adding
-    2**40 to their reference counts (what 3.12 does for them, in effect) lets the
-    benches measure the app as it is; it changes nothing else.
-    """
-    import ctypes
-
-    for obj in (True, False, None):
-        ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
-
-
 def process_events_until(condition: Callable[[], bool], timeout: float) -> bool:
     """Run the Qt event loop until ``condition`` holds (or ``timeout`` seconds)."""
     from PySide6.QtCore import QCoreApplication, QEventLoop
