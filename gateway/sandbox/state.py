@@ -736,6 +736,39 @@ class SandboxState:
             return len(held)
 
     # --------------------------------------------------------------- transfers
+    def _available_txn(
+        self,
+        amount: int,
+        currency: str,
+        description: str | None,
+        source: str,
+        now: int,
+        *,
+        type: str,
+        category: str,
+    ) -> dict[str, Any]:
+        """Store a fee-less balance transaction available at once (transfer, reversal,
+        refund); ``amount`` is signed as it moves the platform's balance."""
+        txn = template("balance_transaction")
+        txn.update(
+            id=new_id("txn_"),
+            amount=amount,
+            available_on=now,
+            created=now,
+            currency=currency,
+            description=description,
+            exchange_rate=None,
+            fee=0,
+            fee_details=[],
+            net=amount,
+            reporting_category=category,
+            source=source,
+            status="available",
+            type=type,
+        )
+        self.balance_transactions[txn["id"]] = txn
+        return txn
+
     def create_transfer(self, params: Mapping[str, Any]) -> dict[str, Any]:
         amount = _int(params, "amount", required=True)
         currency = _currency(params)
@@ -795,25 +828,16 @@ class SandboxState:
                     )
                 self.available[currency] -= amount
             now = int(time.time())
-            txn = template("balance_transaction")
             tr_id = new_id("tr_")
-            txn.update(
-                id=new_id("txn_"),
-                amount=-amount,
-                available_on=now,
-                created=now,
-                currency=currency,
-                description=_str(params, "description"),
-                exchange_rate=None,
-                fee=0,
-                fee_details=[],
-                net=-amount,
-                reporting_category="transfer",
-                source=tr_id,
-                status="available",
+            txn = self._available_txn(
+                -amount,
+                currency,
+                _str(params, "description"),
+                tr_id,
+                now,
                 type="transfer",
+                category="transfer",
             )
-            self.balance_transactions[txn["id"]] = txn
             tr = template("transfer")
             tr.update(
                 id=tr_id,
@@ -885,25 +909,16 @@ class SandboxState:
                     param="amount",
                 )
             now = int(time.time())
-            txn = template("balance_transaction")
             trr_id = new_id("trr_")
-            txn.update(
-                id=new_id("txn_"),
-                amount=amount,
-                available_on=now,
-                created=now,
-                currency=tr["currency"],
-                description=_str(params, "description"),
-                exchange_rate=None,
-                fee=0,
-                fee_details=[],
-                net=amount,
-                reporting_category="transfer_reversal",
-                source=trr_id,
-                status="available",
+            txn = self._available_txn(
+                amount,
+                tr["currency"],
+                _str(params, "description"),
+                trr_id,
+                now,
                 type="transfer_refund",
+                category="transfer_reversal",
             )
-            self.balance_transactions[txn["id"]] = txn
             self.available[tr["currency"]] = self.available.get(tr["currency"], 0) + amount
             rev = template("transfer_reversal")
             rev.update(
@@ -992,24 +1007,15 @@ class SandboxState:
                 )
             now = int(time.time())
             re_id = new_id("re_")
-            txn = template("balance_transaction")
-            txn.update(
-                id=new_id("txn_"),
-                amount=-amount,
-                available_on=now,
-                created=now,
-                currency=charge["currency"],
-                description="REFUND FOR CHARGE",
-                exchange_rate=None,
-                fee=0,
-                fee_details=[],
-                net=-amount,
-                reporting_category="refund",
-                source=re_id,
-                status="available",
+            txn = self._available_txn(
+                -amount,
+                charge["currency"],
+                "REFUND FOR CHARGE",
+                re_id,
+                now,
                 type="refund",
+                category="refund",
             )
-            self.balance_transactions[txn["id"]] = txn
             cur = charge["currency"]
             self.pending[cur] = self.pending.get(cur, 0) - amount
             refund = template("refund")
