@@ -14,7 +14,6 @@ when the processor had made every transfer.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from bench.common import (
     event_body,
     load_average,
     machine,
+    open_window,
     percentile,
     process_events_until,
     rss_mb,
@@ -96,32 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmp_name)
         desktop_env(tmp)
-        from gateway.config import Secrets, Settings, save_settings
         from gateway.models import ChargeFilter, TransferStatus
-        from ursus_desktop.app import make_application
-        from ursus_desktop.controller import GatewayController
-        from ursus_desktop.main_window import MainWindow
 
         charges = sandbox.charges(args.events)
-        app = make_application(["bench"])
-        config_path = tmp / "config" / "settings.json"
-        settings = dataclasses.replace(Settings(), port=0, stripe_api_base=sandbox.url)
-        save_settings(config_path, settings)
-        controller = GatewayController(
-            config_path=config_path, data_dir=tmp / "data", log_dir=tmp / "logs"
-        )
-        # As if read from the keyring (the bench never touches the real one).
-        controller.secrets = Secrets(
-            stripe_secret_key=sandbox.secret_key,
-            webhook_secrets=(sandbox.webhook_secret,),
-            connected_account_id=sandbox.account,
-            api_keys=("bench-api-key-0123456789",),
-        )
-        controller.secrets_known = True
-        window = MainWindow(controller, tray=False, first_run_prompt=False)
-        window.show()
-        controller.open_ledger()
-        process_events_until(lambda: controller.ledger is not None, 10)
+        app, controller, window = open_window(tmp, sandbox, "bench")
         controller.start()
         if not process_events_until(lambda: controller.is_running and not controller.busy, 20):
             raise SystemExit("the gateway did not start")

@@ -51,6 +51,7 @@ def child_idle() -> int:
     from bench.common import (
         SandboxProcess,
         desktop_env,
+        open_window,
         peak_rss_mb,
         process_events_until,
         rss_mb,
@@ -61,30 +62,7 @@ def child_idle() -> int:
         tmp = Path(tmp_name)
         t_sandbox = time.time() - t_before_sandbox  # the stand-in's start: not URSUS's
         desktop_env(tmp)
-        import dataclasses
-
-        from gateway.config import Secrets, Settings, save_settings
-        from ursus_desktop.app import make_application
-        from ursus_desktop.controller import GatewayController
-        from ursus_desktop.main_window import MainWindow
-
-        app = make_application(["ursus"])
-        config_path = tmp / "config" / "settings.json"
-        save_settings(config_path, dataclasses.replace(Settings(), port=0, stripe_api_base=sb.url))
-        controller = GatewayController(
-            config_path=config_path, data_dir=tmp / "data", log_dir=tmp / "logs"
-        )
-        controller.secrets = Secrets(
-            stripe_secret_key=sb.secret_key,
-            webhook_secrets=(sb.webhook_secret,),
-            connected_account_id=sb.account,
-            api_keys=("bench-api-key-0123456789",),
-        )
-        controller.secrets_known = True
-        window = MainWindow(controller, tray=False, first_run_prompt=False)
-        window.show()
-        controller.open_ledger()
-        process_events_until(lambda: controller.ledger is not None, 10)
+        app, controller, window = open_window(tmp, sb)
         t_window = time.time() - t0 - t_sandbox
         controller.start()
         process_events_until(lambda: controller.is_running and not controller.busy, 20)

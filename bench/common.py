@@ -512,6 +512,40 @@ def desktop_env(tmp: Path) -> None:
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "qsettings"))
 
 
+def open_window(
+    tmp: Path, sandbox: SandboxProcess, app_name: str = "ursus"
+) -> tuple[Any, Any, Any]:
+    """The app's QApplication, controller and shown main window over a sandbox process.
+
+    Settings point the gateway at the sandbox; the secrets are set as if read from
+    the keyring (the benches never touch the real one). The ledger is open, the
+    gateway not started. Call ``desktop_env(tmp)`` first.
+    """
+    from gateway.config import Secrets, Settings, save_settings
+    from ursus_desktop.app import make_application
+    from ursus_desktop.controller import GatewayController
+    from ursus_desktop.main_window import MainWindow
+
+    app = make_application([app_name])
+    config_path = tmp / "config" / "settings.json"
+    save_settings(config_path, dataclasses.replace(Settings(), port=0, stripe_api_base=sandbox.url))
+    controller = GatewayController(
+        config_path=config_path, data_dir=tmp / "data", log_dir=tmp / "logs"
+    )
+    controller.secrets = Secrets(
+        stripe_secret_key=sandbox.secret_key,
+        webhook_secrets=(sandbox.webhook_secret,),
+        connected_account_id=sandbox.account,
+        api_keys=("bench-api-key-0123456789",),
+    )
+    controller.secrets_known = True
+    window = MainWindow(controller, tray=False, first_run_prompt=False)
+    window.show()
+    controller.open_ledger()
+    process_events_until(lambda: controller.ledger is not None, 10)
+    return app, controller, window
+
+
 def process_events_until(condition: Callable[[], bool], timeout: float) -> bool:
     """Run the Qt event loop until ``condition`` holds (or ``timeout`` seconds)."""
     from PySide6.QtCore import QCoreApplication, QEventLoop
