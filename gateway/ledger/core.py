@@ -40,6 +40,7 @@ from gateway.ledger.connections import (
     install_sqlite_pragmas,
     safe_message,
 )
+from gateway.ledger.inbox_writer import InboxWriter
 from gateway.ledger.schema import (
     SCHEMA_VERSION,
     apply_migration,
@@ -74,15 +75,6 @@ Fetch = Callable[[int], list[ChargeRow]]  # rows after a seq
 
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 
-# The webhook's hot path on SQLite: one statement on the thread's raw connection, in
-# autocommit mode, so the INSERT is its own committed (fsynced) transaction.
-_SQLITE_RECORD_EVENT = (
-    "INSERT INTO events (event_id, type, created, livemode, object_id, raw, received_at,"
-    " status, attempts, next_attempt_at, last_error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '')"
-    " ON CONFLICT (event_id) DO NOTHING"
-)
-
 _PENDING = TransferStatus.PENDING.value
 
 
@@ -113,6 +105,8 @@ class Ledger:
         self._sqlite = is_sqlite
         self._insert = sqlite_dialect.insert if is_sqlite else postgresql.insert
         self._conns = ThreadConnections(engine) if is_sqlite else None
+        # SQLite: every webhook insert goes through one connection, committed in groups.
+        self._inbox = InboxWriter(engine.raw_connection) if is_sqlite else None
         self._listeners: tuple[Callable[[], None], ...] = ()
         self._listeners_lock = threading.Lock()
         self._dv_lock = threading.Lock()
@@ -189,6 +183,8 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
+        if self._inbox is not None:
+            self._inbox.close()
         if self._conns is not None:
             self._conns.close()
         with self._dv_lock:
@@ -311,12 +307,10 @@ class Ledger:
         if self._closed:
             raise StorageError("the ledger is closed")
         now = time.time()
-        if self._conns is not None:
-            cur = self._conns.dbapi().execute(
-                _SQLITE_RECORD_EVENT,
-                (event_id, type, created, 1 if livemode else 0, object_id, raw, now),
-            )
-            inserted = cur.rowcount == 1
+        if self._inbox is not None:
+            # Committed (with whatever other threads queued meanwhile) before it returns.
+            row = (event_id, type, created, 1 if livemode else 0, object_id, raw, now)
+            inserted = self._inbox.insert(row)
         else:
             stmt = (
                 self._insert(events)
