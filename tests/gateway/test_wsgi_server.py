@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.wsgi_server import PortInUseError, WsgiServer
+from gateway.wsgi_server import PatientChannel, PortInUseError, WsgiServer
 
 
 class SlowApp:
@@ -97,3 +97,65 @@ def test_stop_is_idempotent_and_start_twice_refused() -> None:
     server.stop()
     server.stop()
     assert not server.is_running
+
+
+# -- PatientChannel: the loop does not spin while a task flushes -----------------------
+
+
+def _channel_state(requests_in_flight: int, unsent: int) -> PatientChannel:
+    """A PatientChannel with just the state writable() reads (no socket needed)."""
+    channel = PatientChannel.__new__(PatientChannel)
+    channel.requests = [object()] * requests_in_flight
+    channel.total_outbufs_len = unsent
+    channel.will_close = False
+    channel.close_when_flushed = False
+    channel.outbuf_lock = threading.Condition()
+    return channel
+
+
+def test_a_channel_whose_task_holds_the_output_lock_is_not_polled_for_writing() -> None:
+    channel = _channel_state(requests_in_flight=1, unsent=100)
+    holding, done = threading.Event(), threading.Event()
+
+    def task() -> None:
+        with channel.outbuf_lock:
+            holding.set()
+            done.wait(5)
+
+    worker = threading.Thread(target=task)
+    worker.start()
+    try:
+        assert holding.wait(5)
+        assert not channel.writable()  # the task flushes; it pulls the trigger if it must
+    finally:
+        done.set()
+        worker.join(5)
+    assert channel.writable()  # lock free, data left: the loop flushes it
+
+
+def test_a_channel_with_output_and_no_task_is_writable() -> None:
+    assert _channel_state(requests_in_flight=0, unsent=100).writable()
+    assert not _channel_state(requests_in_flight=0, unsent=0).writable()
+
+
+def big_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """A response far larger than a socket buffer: flushing must resume when it drains."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    if environ["PATH_INFO"] == "/one":
+        return [b"x" * (8 * 1024 * 1024)]
+    return (bytes([65 + i % 26]) * 65536 for i in range(128))  # streamed, 8 MiB
+
+
+@pytest.mark.parametrize("path", ["/one", "/stream"])
+def test_large_responses_arrive_whole(path: str) -> None:
+    server = WsgiServer(big_app, port=0, name="test-big")
+    server.start()
+    try:
+        with requests.Session() as session:
+            for _ in range(2):  # twice on one keep-alive connection
+                body = session.get(server.url + path, timeout=30).content
+                assert len(body) == 8 * 1024 * 1024
+                if path == "/stream":
+                    assert body[65536 * 27 : 65536 * 27 + 1] == b"B"
+    finally:
+        server.stop()
