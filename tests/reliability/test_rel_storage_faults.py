@@ -134,7 +134,10 @@ def run_storage_fault(
     refused = [d.event_id for d in [*during, *after] if d.status == 503]
     assert sorted(e for e, _ in lines) == sorted(refused)  # one clear line per 503
     during_reasons = {r for e, r in lines if e in {d.event_id for d in during}}
-    assert during_reasons <= set(fault.reasons), during_reasons
+    # The fault's own reason, and at most lock contention: on a loaded machine a writer
+    # slowed by the fault can hold the lock past the 300 ms busy timeout.
+    assert during_reasons & set(fault.reasons), during_reasons
+    assert during_reasons <= {*fault.reasons, "database is locked"}, during_reasons
 
     wait_until(lambda: transfers_done(db, sales), 60, 0.05, "every transfer after the fault")
     wait_until(lambda: set(event_statuses(db).values()) == {"processed"}, 30, 0.05, "processed")
