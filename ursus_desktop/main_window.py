@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QDate, QModelIndex, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -27,8 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gateway.errors import StorageError
-from gateway.models import ChargeFilter, ChargeView, Counts, Totals, TransferStatus
+from gateway.models import (
+    ChargeFilter,
+    ChargeView,
+    Counts,
+    TimelineEntry,
+    Totals,
+    TransferStatus,
+)
 from gateway.money import to_major
 from ursus_desktop import APP_NAME, resources
 from ursus_desktop.controller import GatewayController
@@ -44,8 +51,10 @@ from ursus_desktop.payments_model import (
 from ursus_desktop.settings_dialog import SettingsDialog
 from ursus_desktop.status_header import MODE_TEXT, StatusHeader
 
+if TYPE_CHECKING:
+    from gateway.ledger import Ledger
+
 FILTER_DELAY_MS = 250  # typing in the filter box re-queries once the user pauses
-REFRESH_DELAY_MS = 250  # new rows show within a second of the webhook either way
 
 
 def icon(name: str) -> QIcon:
@@ -90,6 +99,7 @@ class MainWindow(QMainWindow):
         self._first_run_prompt = first_run_prompt
         self._asked_first_run = False
         self._demo_sale_pending = False
+        self._detail_waits_for_row = False  # the current row was not read yet
         self.setWindowIcon(icon("ursus"))
         self.setMinimumSize(640, 420)  # small screens: splitter and scroll areas adapt
 
@@ -145,12 +155,6 @@ class MainWindow(QMainWindow):
         self._filter_timer.setSingleShot(True)
         self._filter_timer.setInterval(FILTER_DELAY_MS)
         self._filter_timer.timeout.connect(self.on_filter_timer_timeout)
-        # Ledger changes come in bursts (a rush of sales): repaint at most a few times a
-        # second, so the GUI thread keeps up however fast the gateway writes.
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
-        self._refresh_timer.timeout.connect(self.on_refresh_timer_timeout)
         self.filter_text.textChanged.connect(self.on_filter_edited)
         self.filter_status.currentIndexChanged.connect(self.on_filter_edited)
         self.filter_all_dates.toggled.connect(self.on_filter_edited)
@@ -205,6 +209,7 @@ class MainWindow(QMainWindow):
         c.payment_simulated.connect(self.on_payment_simulated)
         c.transfer_retried.connect(self.on_transfer_retried)
         self.model.totals_changed.connect(self.on_model_totals_changed)
+        self.model.page_loaded.connect(self.on_model_page_loaded)
         self.table.selectionModel().currentRowChanged.connect(self.on_table_current_changed)
         self.detail.retry_requested.connect(self.on_detail_retry_requested)
 
@@ -400,16 +405,38 @@ class MainWindow(QMainWindow):
             self.tray.setToolTip(title)
 
     def _show_selected(self) -> None:
-        view = self.selected_charge()
+        """The detail pane follows the current row (its charge and timeline read by id)."""
+        # Off the GUI thread: during a burst of sales this runs a few times a second.
         ledger = self.controller.ledger
-        if view is not None and ledger is not None:
-            try:
-                fresh = ledger.get_charge(view.charge_id) or view
-                self.detail.show_charge(fresh, ledger.timeline(view.charge_id))
-            except StorageError as exc:
-                self.statusBar().showMessage(f"The ledger could not be read: {exc}", 10000)
-        else:
+        if not self.table.currentIndex().isValid() or ledger is None:
+            self._detail_waits_for_row = False
             self.detail.show_charge(None, [])
+            return
+        view = self.selected_charge()
+        self._detail_waits_for_row = view is None
+        if view is None:
+            return  # its row is being read: on_model_page_loaded comes back here
+        if self.detail.charge is None or self.detail.charge.charge_id != view.charge_id:
+            self.detail.show_charge(view, [])  # the table's row at once, the timeline follows
+        charge_id = view.charge_id
+        self.controller.reader.submit(
+            "detail",
+            lambda: (ledger.get_charge(charge_id), ledger.timeline(charge_id)),
+            lambda result: self._apply_detail(ledger, charge_id, result),
+            self._detail_failed,
+        )
+
+    def _apply_detail(
+        self, ledger: Ledger, charge_id: str, result: tuple[ChargeView | None, list[TimelineEntry]]
+    ) -> None:
+        view = self.selected_charge()
+        if ledger is not self.controller.ledger or view is None or view.charge_id != charge_id:
+            return  # the selection moved on: its own read follows
+        fresh, timeline = result
+        self.detail.show_charge(fresh or view, timeline)
+
+    def _detail_failed(self, message: str) -> None:
+        self.statusBar().showMessage(f"The ledger could not be read: {message}", 10000)
 
     def _notify_changes(self, counts: Counts | None) -> None:
         old, self._counts = self._counts, counts
@@ -451,11 +478,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def on_controller_ledger_changed(self) -> None:
-        if not self._refresh_timer.isActive():
-            self._refresh_timer.start()
-
-    @Slot()
-    def on_refresh_timer_timeout(self) -> None:
+        # The controller sends this at most every CHANGED_MS during a burst.
         self.model.refresh()
         self._show_selected()
 
@@ -499,7 +522,8 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def on_export_progressed(self, rows: int) -> None:
-        if self.progress is not None:
+        # Busy bar (maximum 0) until the row count arrives: a value would reset it.
+        if self.progress is not None and self.progress.maximum() > 0:
             self.progress.setValue(min(rows, self.progress.maximum()))
 
     @Slot(int, str)
@@ -534,6 +558,11 @@ class MainWindow(QMainWindow):
     @Slot()
     def on_model_totals_changed(self) -> None:
         self.totals_label.setText(totals_text(self.model.totals))
+
+    @Slot()
+    def on_model_page_loaded(self) -> None:
+        if self._detail_waits_for_row:
+            self._show_selected()
 
     @Slot(QModelIndex, QModelIndex)
     def on_table_current_changed(self, _current: QModelIndex, _previous: QModelIndex) -> None:
@@ -602,12 +631,24 @@ class MainWindow(QMainWindow):
         if ledger is None:
             self.show_message("Export", "The ledger is not open yet.", warning=True)
             return
-        total = ledger.count_charges(charge_filter)
-        self.progress = QProgressDialog("Exporting payments…", "Cancel", 0, max(total, 1), self)
-        self.progress.setWindowTitle("Export CSV")
-        self.progress.setMinimumDuration(500)
-        self.progress.setWindowModality(Qt.WindowModality.WindowModal)
-        self.progress.canceled.connect(self.on_progress_canceled)
+        # A busy bar until the row count (a COUNT, read off the GUI thread) sets the range.
+        progress = QProgressDialog("Exporting payments…", "Cancel", 0, 0, self)
+        progress.setWindowTitle("Export CSV")
+        progress.setMinimumDuration(500)
+        progress.setWindowModality(Qt.WindowModality.WindowModal)
+        progress.canceled.connect(self.on_progress_canceled)
+        self.progress = progress
+
+        def apply_total(total: int) -> None:
+            if self.progress is progress:
+                progress.setMaximum(max(total, 1))
+
+        self.controller.reader.submit(
+            "export-count",
+            lambda: ledger.count_charges(charge_filter),
+            apply_total,
+            lambda _message: None,  # the export itself reports a failing ledger
+        )
         self.controller.export_csv(path, charge_filter)
 
     @Slot()

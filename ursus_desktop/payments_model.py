@@ -4,6 +4,11 @@ Filtering and ordering happen in SQL (``ChargeFilter``, ``charges_page``), so a
 ledger of a million charges opens with one COUNT and one page of rows. The proxy
 forwards sorting to the model instead of sorting itself (which would read every
 row); only the time column sorts, since that is the order the ledger pages in.
+
+The GUI thread never reads the ledger: counts, totals and pages of rows are read by
+``LedgerReader`` and formatted there too. Painting calls into Python as few times as
+it can (``multiData``, ``index``): with the gateway busy in the same process, every
+call from Qt into Python waits for the GIL, and a table repaint used to make ~4,700.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from PySide6.QtCore import (
     QAbstractTableModel,
     QDateTime,
     QModelIndex,
+    QModelRoleData,
+    QModelRoleDataSpan,
     QObject,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -26,7 +33,6 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QBrush, QColor
 
-from gateway.errors import StorageError
 from gateway.fees import FeeSource
 from gateway.models import ChargeFilter, ChargeView, Totals, TransferStatus
 from gateway.money import to_major
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200
 MAX_PAGES = 64  # LRU: ~13k rows in memory at most
+_INTEREST = 4  # pages of rows last looked at, read again after each change
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # raw value (int/str) to sort on
 CHARGE_ROLE = Qt.ItemDataRole.UserRole + 2  # the whole ChargeView
@@ -141,16 +148,79 @@ def display_value(view: ChargeView, column: Column) -> str:
     return money(view.amount_refunded, view.currency) if view.amount_refunded else ""
 
 
+_COLUMNS = len(Column)
+_STATUS_COLUMN = int(Column.STATUS)
+_FEE_COLUMN = int(Column.FEE)
+_ALIGN_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+_AMOUNT_COLUMN_NUMBERS = frozenset(int(c) for c in _AMOUNT_COLUMNS)
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole)
+_ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole)
+_FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
+_TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
+_SORT = int(SORT_ROLE)
+_CHARGE = int(CHARGE_ROLE)
+_brushes: dict[TransferStatus, QBrush] = {}  # made on the GUI thread, on first use
+
+# A cached row: the charge, its display texts by column, and the epoch it was read in.
+_Entry: TypeAlias = tuple[ChargeView, tuple[str, ...], int]
+
+
+def _read_rows(
+    ledger: Ledger, charge_filter: ChargeFilter, offset: int
+) -> list[tuple[ChargeView, tuple[str, ...]]]:
+    """A page of rows with their display texts (worker thread: read and format)."""
+    views = ledger.charges_page(charge_filter, offset, PAGE_SIZE)
+    return [(v, tuple(display_value(v, column) for column in Column)) for v in views]
+
+
+def _status_brush(status: TransferStatus) -> QBrush | None:
+    brush = _brushes.get(status)
+    if brush is None:
+        colour = _STATUS_COLOUR.get(status)
+        if colour is None:
+            return None
+        brush = _brushes[status] = QBrush(QColor(colour))
+    return brush
+
+
+def _value(entry: _Entry, column: int, role: int) -> Any:
+    """The value of one cell for one role (None: nothing for that role)."""
+    if role == _DISPLAY:
+        return entry[1][column]
+    if role == _ALIGNMENT:
+        return _ALIGN_RIGHT if column in _AMOUNT_COLUMN_NUMBERS else None
+    view = entry[0]
+    if role == _FOREGROUND:
+        return _status_brush(view.transfer_status) if column == _STATUS_COLUMN else None
+    if role == _SORT:
+        return sort_value(view, Column(column))
+    if role == _CHARGE:
+        return view
+    if role == _TOOLTIP:
+        if column == _STATUS_COLUMN and view.error_code:
+            return f"{view.error_code}: {view.error_message}"
+        if column == _FEE_COLUMN and view.fee_source is not None:
+            return f"fee source: {view.fee_source}"
+    return None
+
+
 class ChargesModel(QAbstractTableModel):
     """Rows of ``ChargeView`` newest first, read a page at a time from the ledger.
 
-    The row count and the totals are read off the GUI thread (``LedgerReader``):
-    a COUNT or a SUM over a million charges must not stall the window. Until the
-    first count arrives the table is empty; ``counted`` says when it has.
+    Every ledger read runs off the GUI thread (``LedgerReader``): the row count, the
+    totals and the pages of rows. Until a page arrives the table shows the rows it
+    already has for those positions (stale rows beat blank ones; never-read rows are
+    blank), then ``dataChanged`` redraws just the rows that changed. Until the first
+    count arrives the table is empty; ``counted`` says when it has.
+
+    The cache is keyed by *rank*, a row's place counted from the oldest charge: new
+    charges arrive at the top (newest first), so a rank keeps naming the same charge
+    while a burst of sales grows the table, where a row number would not.
     """
 
     totals_changed = Signal()
     counted = Signal()  # a new row count was applied
+    page_loaded = Signal()  # a page of rows arrived (tests and benches wait on it)
 
     def __init__(self, parent: QObject | None = None, reader: LedgerReader | None = None) -> None:
         super().__init__(parent)
@@ -158,12 +228,19 @@ class ChargesModel(QAbstractTableModel):
         self._lane = f"charges-{id(self)}"
         self._ledger: Ledger | None = None
         self._filter = ChargeFilter()
-        self._generation = 0  # bumped when ledger or filter change: older reads are stale
+        self._generation = 0  # bumped when ledger or filter change: older reads are dropped
+        self._epoch = 0  # bumped at every applied count: pages read before are stale
         self._count = 0
-        self._pages: OrderedDict[int, list[ChargeView]] = OrderedDict()
+        # rank // PAGE_SIZE -> PAGE_SIZE slots of (view, display texts, epoch read in), LRU.
+        self._pages: OrderedDict[int, list[_Entry | None]] = OrderedDict()
+        self._asked: set[int] = set()  # ledger pages (by offset) requested in this epoch
+        # Rows looked up in this epoch (by row // PAGE_SIZE, in order), and the last such
+        # set: the rows the view shows, read again after each change without a repaint.
+        self._looked: dict[int, None] = {}
+        self._interest: list[int] = []
         self._ascending = False
         self._totals: list[Totals] = []
-        self.page_loads = 0  # for tests: how many pages were read
+        self.page_loads = 0  # for tests: how many pages were read and applied
 
     # -- GUI-thread mutators ----------------------------------------------------------
 
@@ -190,7 +267,12 @@ class ChargesModel(QAbstractTableModel):
         self._ledger = ledger
         self._filter = charge_filter
         self._generation += 1
+        self._epoch += 1
+        # Rows of another ledger or filter are never shown, not even as stale rows.
         self._pages.clear()
+        self._asked.clear()
+        self._looked.clear()
+        self._interest = []
         self._count = 0
         self._totals = []
         self.endResetModel()
@@ -216,7 +298,13 @@ class ChargesModel(QAbstractTableModel):
         if generation != self._generation:
             return  # read for a ledger or filter no longer shown
         old = self._count
-        self._pages.clear()
+        # Whatever was read before may have changed: pages are asked for again, and until
+        # they arrive the view keeps the rows it has (by rank, so they stay in place).
+        self._epoch += 1
+        if self._looked:
+            self._interest = list(self._looked)[-_INTEREST:]
+        self._asked.clear()
+        self._looked.clear()
         if new > old:
             # Newer charges sort first; in ascending order they append at the end.
             first = old if self._ascending else 0
@@ -227,8 +315,16 @@ class ChargesModel(QAbstractTableModel):
             self.beginResetModel()
             self._count = new
             self.endResetModel()
-        if self._count:
-            self.dataChanged.emit(self.index(0, 0), self.index(self._count - 1, len(Column) - 1))
+        # The rows the view showed are read again now, without a repaint: a page that
+        # comes back changed redraws its changed rows, one that did not costs nothing.
+        for looked in self._interest:
+            first = looked * PAGE_SIZE
+            last = min(first + PAGE_SIZE, self._count) - 1
+            for row in (first, last):
+                if row <= last:
+                    page_no = (row if not self._ascending else self._count - 1 - row) // PAGE_SIZE
+                    if page_no not in self._asked:
+                        self._request_page(page_no)
         self.counted.emit()
 
     def _apply_totals(self, generation: int, totals: list[Totals]) -> None:
@@ -236,6 +332,76 @@ class ChargesModel(QAbstractTableModel):
             return
         self._totals = totals
         self.totals_changed.emit()
+
+    def _request_page(self, page_no: int) -> None:
+        """Read ledger page ``page_no`` (newest first) off the GUI thread."""
+        ledger = self._ledger
+        if ledger is None:
+            return
+        self._asked.add(page_no)
+        charge_filter, generation, epoch, count = (
+            self._filter,
+            self._generation,
+            self._epoch,
+            self._count,
+        )
+        offset = page_no * PAGE_SIZE
+        # A lane per page: pages read in parallel, and a newer request for a page
+        # replaces an older one still waiting.
+        self._reader.submit(
+            f"{self._lane}-page-{page_no}",
+            lambda: _read_rows(ledger, charge_filter, offset),
+            lambda rows: self._apply_page(generation, epoch, count, offset, rows),
+            lambda message: self._page_failed(generation, message),
+        )
+
+    def _apply_page(
+        self,
+        generation: int,
+        epoch: int,
+        count: int,
+        offset: int,
+        rows: list[tuple[ChargeView, tuple[str, ...]]],
+    ) -> None:
+        if generation != self._generation:
+            return  # rows of a ledger or filter no longer shown: never displayed
+        self.page_loads += 1
+        top = count - 1 - offset  # the rank of the first row read, as counted then
+        changed: list[int] = []
+        pages = self._pages
+        for i, (view, texts) in enumerate(rows):
+            rank = top - i
+            if rank < 0:
+                break
+            key, slot = divmod(rank, PAGE_SIZE)
+            page = pages.get(key)
+            if page is None:
+                page = pages[key] = [None] * PAGE_SIZE
+            else:
+                pages.move_to_end(key)
+            old = page[slot]
+            if old is not None and old[2] > epoch:
+                continue  # a later read already put a fresher row here
+            page[slot] = (view, texts, epoch)
+            if old is None or old[0] != view:
+                changed.append(rank)
+        while len(pages) > MAX_PAGES:
+            pages.popitem(last=False)
+        visible = [rank for rank in changed if rank < self._count]
+        if visible:
+            rows_changed = [self._row_of_rank(rank) for rank in (visible[0], visible[-1])]
+            self.dataChanged.emit(
+                self.index(min(rows_changed), 0), self.index(max(rows_changed), _COLUMNS - 1)
+            )
+        self.page_loaded.emit()
+
+    def _page_failed(self, generation: int, message: str) -> None:
+        # The view keeps what it shows; the page is asked for again after the next change.
+        if generation == self._generation:
+            log.warning("a page of the ledger could not be read: %s", message)
+
+    def _row_of_rank(self, rank: int) -> int:
+        return rank if self._ascending else self._count - 1 - rank
 
     # -- reading ------------
 
@@ -247,41 +413,62 @@ class ChargesModel(QAbstractTableModel):
     def totals(self) -> list[Totals]:
         return self._totals
 
-    def charge_at(self, row: int) -> ChargeView | None:
-        if not 0 <= row < self._count or self._ledger is None:
+    def _entry(self, row: int) -> _Entry | None:
+        """The cached row (possibly stale); asks for its page unless read in this epoch."""
+        count = self._count
+        if not 0 <= row < count:
             return None
-        # Ascending order is the descending pages read from the other end.
-        position = self._count - 1 - row if self._ascending else row
-        page_no, offset = divmod(position, PAGE_SIZE)
-        page = self._pages.get(page_no)
+        rank = row if self._ascending else count - 1 - row
+        page_no = (count - 1 - rank) // PAGE_SIZE
+        if page_no not in self._asked:
+            self._request_page(page_no)
+        looked = row // PAGE_SIZE
+        if looked not in self._looked:
+            self._looked[looked] = None
+        key, slot = divmod(rank, PAGE_SIZE)
+        page = self._pages.get(key)
         if page is None:
-            try:
-                page = self._ledger.charges_page(self._filter, page_no * PAGE_SIZE, PAGE_SIZE)
-            except StorageError:
-                log.warning("a page of the ledger could not be read", exc_info=True)
-                return None
-            self.page_loads += 1
-            self._pages[page_no] = page
-            while len(self._pages) > MAX_PAGES:
-                self._pages.popitem(last=False)
-        else:
-            self._pages.move_to_end(page_no)
-        return page[offset] if offset < len(page) else None
+            return None
+        self._pages.move_to_end(key)
+        return page[slot]
+
+    def charge_at(self, row: int) -> ChargeView | None:
+        """The charge shown at ``row``: possibly stale, None if never read (never blocks).
+
+        A row not read yet (or not since the last change) is asked for; ``page_loaded``
+        follows. Callers that need one charge as it is now read it by id, off the GUI
+        thread (the detail pane does).
+        """
+        entry = self._entry(row)
+        return None if entry is None else entry[0]
 
     def row_of(self, charge_id: str) -> int | None:
-        """The row of a charge among the loaded pages (after a refresh: None until read)."""
-        for page_no, page in self._pages.items():
-            for offset, view in enumerate(page):
-                if view.charge_id == charge_id:
-                    position = page_no * PAGE_SIZE + offset
-                    return self._count - 1 - position if self._ascending else position
+        """The row of a charge among the cached rows (None if not read)."""
+        for key, page in self._pages.items():
+            for slot, entry in enumerate(page):
+                if entry is not None and entry[0].charge_id == charge_id:
+                    rank = key * PAGE_SIZE + slot
+                    if rank < self._count:
+                        return self._row_of_rank(rank)
         return None
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else self._count
 
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(Column)
+        return 0 if parent.isValid() else _COLUMNS
+
+    def index(
+        self,
+        row: int,
+        column: int,
+        parent: QModelIndex | QPersistentModelIndex = QModelIndex(),  # noqa: B008
+    ) -> QModelIndex:
+        # Qt's own index() asks rowCount() and columnCount(): two calls into Python per
+        # cell painted, each a wait for the GIL while the gateway is busy. One is enough.
+        if parent.isValid() or not (0 <= row < self._count and 0 <= column < _COLUMNS):
+            return QModelIndex()
+        return self.createIndex(row, column)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
@@ -297,27 +484,32 @@ class ChargesModel(QAbstractTableModel):
     ) -> Any:
         if not index.isValid():
             return None
-        view = self.charge_at(index.row())
-        if view is None:
+        entry = self._entry(index.row())
+        if entry is None:
             return None
-        column = Column(index.column())
-        if role == Qt.ItemDataRole.DisplayRole:
-            return display_value(view, column)
-        if role == SORT_ROLE:
-            return sort_value(view, column)
-        if role == CHARGE_ROLE:
-            return view
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in _AMOUNT_COLUMNS:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATUS:
-            colour = _STATUS_COLOUR.get(view.transfer_status)
-            return QBrush(QColor(colour)) if colour else None
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if column is Column.STATUS and view.error_code:
-                return f"{view.error_code}: {view.error_message}"
-            if column is Column.FEE and view.fee_source is not None:
-                return f"fee source: {view.fee_source}"
-        return None
+        return _value(entry, index.column(), role)
+
+    def multiData(
+        self,
+        index: QModelIndex | QPersistentModelIndex,
+        roleDataSpan: QModelRoleDataSpan | QModelRoleData,
+    ) -> None:
+        """Every role the delegate paints a cell with, in one call into Python.
+
+        Qt's default calls ``data()`` once per role: seven calls per cell painted, each
+        waiting for the GIL while the gateway is busy.
+        """
+        # The stubs know no len()/[] on a span; PySide6 has both.
+        span: Any = roleDataSpan if isinstance(roleDataSpan, QModelRoleDataSpan) else [roleDataSpan]
+        entry = self._entry(index.row()) if index.isValid() else None
+        column = index.column()
+        for i in range(len(span)):
+            role_data = span[i]
+            value = None if entry is None else _value(entry, column, role_data.role())
+            if value is None:
+                role_data.clearData()
+            else:
+                role_data.setData(value)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         """Only time sorts (the ledger's paging order); other columns keep it."""
@@ -327,7 +519,7 @@ class ChargesModel(QAbstractTableModel):
         if ascending == self._ascending:
             return
         self.layoutAboutToBeChanged.emit()
-        self._ascending = ascending
+        self._ascending = ascending  # ranks do not change: the cached rows stay valid
         self.layoutChanged.emit()
 
 
@@ -344,3 +536,15 @@ class ChargesProxy(QSortFilterProxyModel):
         source = self.sourceModel()
         if isinstance(source, ChargesModel):
             source.sort(column, order)
+
+    def multiData(
+        self,
+        index: QModelIndex | QPersistentModelIndex,
+        roleDataSpan: QModelRoleDataSpan | QModelRoleData,
+    ) -> None:
+        # The C++ proxy would call the source's data() once per role (see ChargesModel).
+        source = self.sourceModel()
+        if isinstance(source, ChargesModel):
+            source.multiData(self.mapToSource(index), roleDataSpan)
+        else:
+            super().multiData(index, roleDataSpan)

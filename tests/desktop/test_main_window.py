@@ -53,8 +53,10 @@ def simulate(qtbot, window: MainWindow, amount: int = 10000) -> str:
 
 
 def row_of(window: MainWindow, charge_id: str) -> int | None:
+    """The row showing the charge; rows arrive off the GUI thread (None until read)."""
     for row in range(window.model.rowCount()):
-        if window.model.data(window.model.index(row, 0), CHARGE_ROLE).charge_id == charge_id:
+        view = window.model.data(window.model.index(row, 0), CHARGE_ROLE)
+        if view is not None and view.charge_id == charge_id:
             return row
     return None
 
@@ -110,7 +112,7 @@ def test_a_signed_event_posted_to_the_gateway_shows_up_within_a_second(qtbot, wi
     assert time.monotonic() - started < 1.5
     window.table.selectRow(row_of(window, charge_id))
     assert window.detail.charge.charge_id == charge_id
-    assert window.detail.timeline.count() >= 1
+    qtbot.waitUntil(lambda: window.detail.timeline.count() >= 1, timeout=3000)  # read by id
 
 
 def test_export_writes_the_file(qtbot, window: MainWindow, tmp_path: Path) -> None:
@@ -167,6 +169,7 @@ def test_filters_narrow_the_table(qtbot, window: MainWindow) -> None:
     first = simulate(qtbot, window, 10000)
     simulate(qtbot, window, 2500)
     qtbot.waitUntil(lambda: window.model.rowCount() == 2, timeout=3000)
+    qtbot.waitUntil(lambda: row_of(window, first) is not None, timeout=3000)  # rows read
     order = window.model.charge_at(row_of(window, first)).order_id
     window.filter_text.setText(order)
     qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=3000)
@@ -222,7 +225,8 @@ def test_first_run_without_keys_offers_sandbox_and_shows_a_sale(
         qtbot.waitUntil(
             lambda: (
                 w.model.rowCount() == 1
-                and w.model.charge_at(0).transfer_status is TransferStatus.CREATED
+                and (row := w.model.charge_at(0)) is not None
+                and row.transfer_status is TransferStatus.CREATED
             ),
             timeout=15000,
         )

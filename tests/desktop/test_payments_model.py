@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 
 from bench.make_ledger import make_ledger
 from gateway.ledger import Ledger
@@ -49,7 +50,11 @@ def settled(qtbot, model: ChargesModel, change) -> None:  # type: ignore[no-unty
 
 
 def view(model: ChargesModel, row: int) -> ChargeView:
-    result = model.data(model.index(row, 0), CHARGE_ROLE)
+    """The row's charge; its page is read off the GUI thread, so wait for it."""
+    deadline = time.monotonic() + 10
+    while (result := model.data(model.index(row, 0), CHARGE_ROLE)) is None:
+        assert time.monotonic() < deadline, f"row {row} was never read"
+        QTest.qWait(2)  # runs the event loop: the page arrives as a queued signal
     assert isinstance(result, ChargeView)
     return result
 
@@ -59,7 +64,8 @@ def test_a_100k_ledger_opens_with_one_count_and_no_rows_read(qtbot, model, big_l
     assert model.rowCount() == 0  # nothing read on the GUI thread yet
     with qtbot.waitSignal(model.counted, timeout=10_000):
         pass
-    first = model.data(model.index(0, Column.CHARGE))
+    first = view(model, 0).charge_id
+    assert model.data(model.index(0, Column.CHARGE)) == first
     assert model.rowCount() == ROWS
     assert model.columnCount() == len(Column)
     assert first
@@ -124,8 +130,10 @@ def test_the_proxy_sorts_by_time_in_sql_without_reading_everything(
     proxy.setSourceModel(model)
     newest = view(model, 0).seq
     proxy.sort(Column.TIME, Qt.SortOrder.AscendingOrder)
-    oldest_first = proxy.data(proxy.index(0, 0), CHARGE_ROLE)
+    oldest_first = view(model, 0)  # rows are read off the GUI thread: wait through the model
+    assert proxy.data(proxy.index(0, 0), CHARGE_ROLE) == oldest_first
     assert oldest_first.seq < newest
+    view(model, ROWS - 1)
     assert proxy.data(proxy.index(ROWS - 1, 0), CHARGE_ROLE).seq == newest
     proxy.sort(Column.GROSS, Qt.SortOrder.AscendingOrder)  # ignored: would need every row
     assert model.page_loads <= 4
