@@ -1,0 +1,245 @@
+"""The payments table reads the ledger only off the GUI thread, and shows stale rows meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QModelRoleData, QModelRoleDataSpan, Qt, QThread
+from PySide6.QtWidgets import QApplication, QTableView
+
+from bench.make_ledger import make_ledger
+from gateway.ledger import Ledger
+from gateway.models import ChargeFilter, ChargeSnapshot, ChargeView, TransferStatus
+from ursus_desktop.payments_model import (
+    CHARGE_ROLE,
+    SORT_ROLE,
+    ChargesModel,
+    ChargesProxy,
+    Column,
+    money,
+)
+
+ROWS = 450  # three pages of rows
+
+
+class Recorded:
+    """Wraps a ledger's read methods: which threads called them, and a gate to hold reads."""
+
+    def __init__(self, ledger: Ledger, names: tuple[str, ...] = ("charges_page",)) -> None:
+        self.threads: list[tuple[str, bool]] = []  # method, ran on the GUI thread
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # a read is held at the gate
+        for name in names:
+            setattr(ledger, name, self._wrap(name, getattr(ledger, name)))
+
+    def _wrap(self, name, method):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            gui = QApplication.instance().thread()  # type: ignore[union-attr]
+            self.threads.append((name, QThread.currentThread() is gui))
+            if not self.gate.is_set():
+                self.waiting.set()
+                assert self.gate.wait(10), "the test never opened the gate"
+            return method(*args, **kwargs)
+
+        return wrapped
+
+    def on_gui_thread(self) -> list[str]:
+        return [name for name, gui in self.threads if gui]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    path = make_ledger(tmp_path / "ledger.sqlite3", ROWS, seed=3)
+    opened = Ledger.open(f"sqlite:///{path}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def table(qtbot, ledger: Ledger):  # type: ignore[no-untyped-def]
+    """A shown table view over the model (through the proxy, as in the window)."""
+    model = ChargesModel()
+    proxy = ChargesProxy()
+    proxy.setSourceModel(model)
+    view = QTableView()
+    view.setModel(proxy)
+    view.resize(900, 400)
+    qtbot.addWidget(view)
+    view.show()
+    yield model, view
+    assert model._reader.wait_idle(10_000)  # reads end before the ledger closes
+
+
+def shown(model: ChargesModel, row: int) -> ChargeView | None:
+    return model.data(model.index(row, 0), CHARGE_ROLE)
+
+
+def open_table(qtbot, model: ChargesModel, view: QTableView, ledger: Ledger) -> None:  # type: ignore[no-untyped-def]
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        model.set_ledger(ledger)
+    with qtbot.waitSignal(model.page_loaded, timeout=10_000):
+        view.viewport().repaint()  # the paint asks for the page it shows
+    qtbot.waitUntil(lambda: shown(model, 0) is not None, timeout=10_000)
+
+
+def snapshot(charge_id: str, created: int) -> ChargeSnapshot:
+    return ChargeSnapshot(
+        charge_id=charge_id,
+        payment_intent_id="pi_" + charge_id,
+        order_id="order_" + charge_id,
+        currency="usd",
+        amount=10000,
+        amount_refunded=0,
+        captured=True,
+        paid=True,
+        status="succeeded",
+        created=created,
+        livemode=False,
+        transfer_group="order_" + charge_id,
+        balance_transaction_id="",
+        actual_fee=None,
+    )
+
+
+def test_painting_reads_pages_off_the_gui_thread_only(qtbot, table, ledger: Ledger) -> None:
+    model, view = table
+    recorded = Recorded(ledger, ("charges_page", "count_charges", "totals"))
+    open_table(qtbot, model, view, ledger)
+    newest = ledger.charges_page(ChargeFilter(), 0, 1)[0]  # the test's own read
+    recorded.threads.pop()
+    assert shown(model, 0) == newest
+    assert model.data(model.index(0, Column.CHARGE)) == newest.charge_id
+    view.scrollToBottom()
+    view.viewport().repaint()
+    qtbot.waitUntil(lambda: shown(model, ROWS - 1) is not None, timeout=10_000)
+    assert {name for name, _gui in recorded.threads} == {"charges_page", "count_charges", "totals"}
+    assert recorded.on_gui_thread() == []
+
+
+def test_rows_stay_in_place_until_the_fresh_page_arrives(qtbot, table, ledger: Ledger) -> None:
+    model, view = table
+    open_table(qtbot, model, view, ledger)
+    top = shown(model, 0)
+    assert top is not None
+    recorded = Recorded(ledger)
+    recorded.gate.clear()  # page reads wait until the test has looked at the stale table
+
+    ledger.upsert_charge(snapshot("ch_test_new_0001", int(time.time())))
+    ledger.record_refund(top.charge_id, "re_test_0001", 500, int(time.time()))
+    with qtbot.waitSignal(model.rowsInserted, timeout=10_000) as inserted:
+        model.refresh()
+    assert inserted.args[1:] == [0, 0]
+    view.viewport().repaint()  # asks for page 0 again: held at the gate
+    assert recorded.waiting.wait(10)
+    # Stale rows beat blank rows: the old top row moved down one, as it was read before;
+    # the new row was never read, so it is blank.
+    assert shown(model, 0) is None
+    assert shown(model, 1) == top
+    assert model.data(model.index(1, Column.REFUNDED)) == ""
+
+    with qtbot.waitSignal(model.dataChanged, timeout=10_000) as changed:
+        recorded.gate.set()
+    first, last = changed.args[0].row(), changed.args[1].row()
+    assert first == 0 and last >= 1  # just the rows that changed, not the whole table
+    assert last < 10
+    fresh_top = shown(model, 0)
+    assert fresh_top is not None and fresh_top.charge_id == "ch_test_new_0001"
+    refunded = shown(model, 1)
+    assert refunded is not None and refunded.charge_id == top.charge_id
+    assert refunded.amount_refunded == 500
+    assert model.data(model.index(1, Column.REFUNDED)) == money(500, top.currency)
+    assert recorded.on_gui_thread() == []
+
+
+def test_a_change_is_read_again_for_the_rows_shown_without_a_repaint(
+    qtbot, table, ledger: Ledger
+) -> None:
+    model, view = table
+    open_table(qtbot, model, view, ledger)
+    top = shown(model, 0)
+    assert top is not None
+    recorded = Recorded(ledger)
+    ledger.record_refund(top.charge_id, "re_test_0002", 700, int(time.time()))
+    with qtbot.waitSignal(model.dataChanged, timeout=10_000):
+        model.refresh()  # same count: nothing inserted, yet the shown page is read again
+    assert shown(model, 0).amount_refunded == 700  # type: ignore[union-attr]
+    assert recorded.threads and recorded.on_gui_thread() == []
+
+
+def test_a_filter_change_never_shows_rows_of_the_old_filter(qtbot, table, ledger: Ledger) -> None:
+    model, view = table
+    open_table(qtbot, model, view, ledger)
+    failed = ChargeFilter(statuses=frozenset({TransferStatus.FAILED}))
+    pending = ChargeFilter(statuses=frozenset({TransferStatus.PENDING}))
+    assert ledger.count_charges(failed) and ledger.count_charges(pending)
+    recorded = Recorded(ledger)
+    recorded.gate.clear()
+
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        model.set_filter(failed)
+    # Rows of the unfiltered table are not kept as stale rows under the new filter.
+    assert all(shown(model, row) is None for row in range(model.rowCount()))
+    assert recorded.waiting.wait(10)  # the FAILED page is being read, held at the gate
+
+    seen: list[TransferStatus] = []
+
+    def look() -> None:  # whenever rows arrive or change, what does the table show?
+        rows = (shown(model, row) for row in range(min(model.rowCount(), 30)))
+        seen.extend(v.transfer_status for v in rows if v is not None)
+
+    model.page_loaded.connect(look)
+    model.dataChanged.connect(look)
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        model.set_filter(pending)  # while the FAILED page is still being read
+    view.viewport().repaint()  # asks for the PENDING page: queued behind the FAILED one
+    recorded.gate.set()
+    qtbot.waitUntil(lambda: shown(model, 0) is not None, timeout=10_000)
+    assert model._reader.wait_idle(10_000)
+    QApplication.processEvents()  # any late result is applied (or dropped) now
+    look()
+    assert seen and set(seen) == {TransferStatus.PENDING}
+    assert len(recorded.threads) >= 2 and recorded.on_gui_thread() == []
+    model.page_loaded.disconnect(look)
+    model.dataChanged.disconnect(look)
+
+
+def test_multidata_fills_every_role_as_data_does(qtbot, table, ledger: Ledger) -> None:
+    model, view = table
+    open_table(qtbot, model, view, ledger)
+    proxy = view.model()
+    roles = [
+        Qt.ItemDataRole.DisplayRole,
+        Qt.ItemDataRole.TextAlignmentRole,
+        Qt.ItemDataRole.ForegroundRole,
+        Qt.ItemDataRole.FontRole,
+        SORT_ROLE,
+    ]
+    for column in (Column.GROSS, Column.STATUS, Column.ORDER):
+        for role in roles:
+            cell = QModelRoleData(role)
+            proxy.multiData(proxy.index(0, column), QModelRoleDataSpan(cell))
+            assert cell.data() == model.data(model.index(0, column), role), (column, role)
+    top = shown(model, 0)
+    assert top is not None
+    assert model.data(model.index(0, Column.GROSS)).endswith(top.currency.upper())
+    empty = QModelRoleData(Qt.ItemDataRole.DisplayRole)
+    model.multiData(model.index(ROWS + 5, 0), QModelRoleDataSpan(empty))  # no such row
+    assert empty.data() is None
+
+
+def test_sorting_by_time_keeps_the_rows_already_read(qtbot, table, ledger: Ledger) -> None:
+    model, view = table
+    open_table(qtbot, model, view, ledger)
+    newest = shown(model, 0)
+    loads = model.page_loads
+    model.sort(Column.TIME, Qt.SortOrder.AscendingOrder)
+    assert shown(model, ROWS - 1) == newest  # from the cache, re-read in the background
+    assert model.page_loads == loads
+    view.viewport().repaint()
+    qtbot.waitUntil(lambda: shown(model, 0) is not None, timeout=10_000)
+    assert shown(model, 0).seq < newest.seq  # type: ignore[union-attr]
