@@ -16,14 +16,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
-    and_,
     bindparam,
     case,
     create_engine,
-    exists,
     func,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -33,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from gateway.errors import StorageError
 from gateway.fees import FeeSplit
 from gateway.ledger import queries
+from gateway.ledger import statements as st
 from gateway.ledger.connections import (
     DB_ERRORS,
     ThreadConnections,
@@ -47,10 +45,9 @@ from gateway.ledger.schema import (
     charges,
     current_version,
     events,
-    refunds,
-    timeline,
     transfers,
 )
+from gateway.ledger.unit import Unit
 from gateway.models import (
     ChargeFilter,
     ChargeSnapshot,
@@ -76,6 +73,10 @@ Fetch = Callable[[int], list[ChargeRow]]  # rows after a seq
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 
 _PENDING = TransferStatus.PENDING.value
+
+# Ids of the ledgers with a unit open on this thread: a Ledger write inside a unit would
+# need a second transaction on the same connection (a programming error).
+_units_open = threading.local()
 
 
 def _guard(
@@ -268,6 +269,47 @@ class Ledger:
             except Exception:
                 log.exception("ledger listener %r failed", cb)
 
+    # --- units -----------------------------------------------------------------------------
+
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """Several writes in one transaction (one commit, one fsync): all of them or none.
+
+        ``with ledger.unit() as u: u.upsert_charge(...); u.mark_event(...)``. The unit has
+        the Ledger's write methods (and ``get_charge``); they see each other's changes.
+        Listeners run once, after the commit, if something changed. The write lock is
+        held until the block ends: no Stripe calls (or other waits) inside. An exception
+        rolls everything back; a database failure is a StorageError, and a failed write
+        dooms the unit even if the block catches the error. Nesting raises RuntimeError.
+        """
+        open_ids: set[int] | None = getattr(_units_open, "ids", None)
+        if open_ids is None:
+            open_ids = _units_open.ids = set()
+        if id(self) in open_ids:
+            raise RuntimeError("a ledger write inside ledger.unit(): call the unit's method")
+        open_ids.add(id(self))
+        u: Unit | None = None
+        try:
+            with self._write() as conn:
+                raw = conn.connection.dbapi_connection if self._sqlite else None
+                upserts = st.SQLITE_UPSERTS if self._sqlite else st.POSTGRESQL_UPSERTS
+                u = Unit(conn, raw, upserts)  # type: ignore[arg-type]
+                yield u
+                u._check_before_commit()
+                u._finish()
+        except Exception as exc:
+            if u is not None:
+                u._finish()
+            self._after_error()
+            if isinstance(exc, DB_ERRORS):  # BEGIN or COMMIT: the unit's writes guard theirs
+                what = u.what if u is not None else "start a write"
+                raise StorageError(safe_message(what, exc)) from exc
+            raise
+        finally:
+            open_ids.discard(id(self))
+        if u.changed:
+            self._notify()
+
     @_guard("read the data version")
     def data_version(self) -> int:
         """A number that changes whenever any connection or process committed."""
@@ -338,64 +380,31 @@ class Ledger:
     @_guard("read pending events")
     def pending_events(self, limit: int, now: float) -> list[InboxEvent]:
         """Pending events due at ``now``, in arrival order."""
-        stmt = (
-            select(
-                events.c.seq,
-                events.c.event_id,
-                events.c.type,
-                events.c.created,
-                events.c.livemode,
-                events.c.object_id,
-                events.c.raw,
-                events.c.received_at,
-                events.c.status,
-                events.c.attempts,
-                events.c.last_error,
-            )
-            .where(events.c.status == EventStatus.PENDING.value, events.c.next_attempt_at <= now)
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
-        with self._read() as conn:
-            rows = conn.execute(stmt).all()
+        rows = self._query(st.PENDING_EVENTS, {"now": now, "limit": limit})
         return [
             InboxEvent(
-                seq=r.seq,
-                event_id=r.event_id,
-                type=r.type,
-                created=r.created,
-                livemode=bool(r.livemode),
-                object_id=r.object_id,
-                raw=bytes(r.raw),
-                received_at=r.received_at,
-                status=EventStatus(r.status),
-                attempts=r.attempts,
-                last_error=r.last_error,
+                seq=r[0],
+                event_id=r[1],
+                type=r[2],
+                created=r[3],
+                livemode=bool(r[4]),
+                object_id=r[5],
+                raw=bytes(r[6]),
+                received_at=r[7],
+                status=EventStatus(r[8]),
+                attempts=r[9],
+                last_error=r[10],
             )
             for r in rows
         ]
 
-    @_guard("update an event")
     def mark_event(self, event_id: str, status: EventStatus, error: str = "") -> None:
-        stmt = (
-            update(events)
-            .where(events.c.event_id == event_id)
-            .values(status=EventStatus(status).value, last_error=error, processed_at=time.time())
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.mark_event(event_id, status, error)
 
-    @_guard("defer an event")
     def defer_event(self, event_id: str, error: str, next_attempt_at: float) -> None:
-        stmt = (
-            update(events)
-            .where(events.c.event_id == event_id)
-            .values(
-                attempts=events.c.attempts + 1,
-                last_error=error,
-                next_attempt_at=next_attempt_at,
-            )
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.defer_event(event_id, error, next_attempt_at)
 
     @_guard("count events")
     def event_counts(self) -> dict[EventStatus, int]:
@@ -406,365 +415,101 @@ class Ledger:
 
     # --- charges --------------------------------------------------------------------------
 
-    @_guard("store a charge")
     def upsert_charge(self, snapshot: ChargeSnapshot) -> None:
         """Insert or update a charge's Stripe fields, keeping its seq and its split."""
-        s = snapshot
-        stmt = self._insert(charges).values(
-            charge_id=s.charge_id,
-            payment_intent_id=s.payment_intent_id,
-            order_id=s.order_id,
-            currency=s.currency.lower(),
-            amount=s.amount,
-            amount_refunded=s.amount_refunded,
-            captured=s.captured,
-            paid=s.paid,
-            status=s.status,
-            created=s.created,
-            livemode=s.livemode,
-            transfer_group=s.transfer_group,
-            balance_transaction_id=s.balance_transaction_id,
-            actual_fee=s.actual_fee,
-            updated_at=time.time(),
-        )
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["charge_id"],
-            set_={
-                "payment_intent_id": new.payment_intent_id,
-                "order_id": new.order_id,
-                "currency": new.currency,
-                "amount": new.amount,
-                # Refunds only accumulate: a stale snapshot must not undo one.
-                "amount_refunded": case(
-                    (new.amount_refunded > charges.c.amount_refunded, new.amount_refunded),
-                    else_=charges.c.amount_refunded,
-                ),
-                "captured": new.captured,
-                "paid": new.paid,
-                "status": new.status,
-                "created": new.created,
-                "livemode": new.livemode,
-                "transfer_group": new.transfer_group,
-                # A known fee is never forgotten (null means "not known yet", not "0").
-                "balance_transaction_id": case(
-                    (new.balance_transaction_id == "", charges.c.balance_transaction_id),
-                    else_=new.balance_transaction_id,
-                ),
-                "actual_fee": func.coalesce(new.actual_fee, charges.c.actual_fee),
-                "updated_at": new.updated_at,
-            },
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.upsert_charge(snapshot)
 
     @_guard("read a charge")
     def get_charge(self, charge_id: str) -> ChargeView | None:
-        stmt = queries.view_select().where(charges.c.charge_id == charge_id)
-        with self._read() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else queries.to_view(row)
+        rows = self._query(st.GET_CHARGE, {"charge_id": charge_id})
+        return queries.to_view(rows[0]) if rows else None
 
-    @_guard("mark a charge as awaiting its fee")
     def set_awaiting_fee(self, charge_id: str, deadline: float) -> float | None:
         """Wait for the actual fee until ``deadline`` (an earlier deadline is kept).
 
         Returns the deadline in force, None if the charge is unknown. The first check
         is due at once; ``defer_fee_check`` sets the backoff.
         """
-        where = charges.c.charge_id == charge_id
-        with self._write() as conn:
-            result = conn.execute(
-                update(charges)
-                .where(where)
-                .values(
-                    fee_deadline=func.coalesce(charges.c.fee_deadline, deadline),
-                    next_check_at=func.coalesce(charges.c.next_check_at, 0.0),
-                    updated_at=time.time(),
-                )
-            )
-            found = conn.execute(select(charges.c.fee_deadline).where(where)).scalar()
-        if result.rowcount:
-            self._notify()
-        return None if found is None else float(found)
+        with self.unit() as u:
+            return u.set_awaiting_fee(charge_id, deadline)
 
-    @_guard("defer a fee check")
     def defer_fee_check(self, charge_id: str, next_check_at: float) -> None:
-        stmt = (
-            update(charges)
-            .where(charges.c.charge_id == charge_id, charges.c.fee_deadline.is_not(None))
-            .values(next_check_at=next_check_at)
-        )
-        self._write_notify(stmt, notify=False)  # invisible in the window
+        with self.unit() as u:
+            u.defer_fee_check(charge_id, next_check_at)  # invisible in the window
 
     @_guard("read charges awaiting their fee")
     def charges_awaiting_fee(self, now: float, limit: int) -> list[str]:
         """Charges without a transfer whose actual-fee check is due, soonest first."""
-        has_transfer = exists().where(transfers.c.charge_id == charges.c.charge_id)
-        stmt = (
-            select(charges.c.charge_id)
-            .where(
-                charges.c.next_check_at <= now,
-                charges.c.fee_deadline.is_not(None),
-                ~has_transfer,
-            )
-            .order_by(charges.c.next_check_at, charges.c.seq)
-            .limit(limit)
-        )
-        with self._read() as conn:
-            return list(conn.execute(stmt).scalars())
+        return [r[0] for r in self._query(st.CHARGES_AWAITING_FEE, {"now": now, "limit": limit})]
 
     # --- transfers ------------------------------------------------------------------------
 
-    @_guard("create a transfer")
     def create_transfer(
         self, charge_id: str, split: FeeSplit, destination: str, idempotency_key: str
     ) -> bool:
         """Store the split and a PENDING transfer atomically; False if one already exists."""
-        now = time.time()
-        with self._write() as conn:
-            charge = conn.execute(
-                select(
-                    charges.c.order_id,
-                    charges.c.transfer_group,
-                    charges.c.amount,
-                    charges.c.currency,
-                ).where(charges.c.charge_id == charge_id)
-            ).first()
-            if charge is None:
-                raise ValueError(f"no charge {charge_id} in the ledger")
-            if split.gross != charge.amount or split.currency.lower() != charge.currency:
-                raise ValueError(f"the split does not match charge {charge_id}")
-            metadata = {
-                "charge_id": charge_id,
-                "order_id": charge.order_id,
-                "gross": str(split.gross),
-                "stripe_fee": str(split.stripe_fee),
-                "fee_source": str(split.fee_source),
-                "commission": str(split.commission),
-            }
-            inserted = conn.execute(
-                self._insert(transfers)
-                .values(
-                    charge_id=charge_id,
-                    amount=split.transfer,
-                    currency=split.currency.lower(),
-                    destination=destination,
-                    transfer_group=charge.transfer_group,
-                    idempotency_key=idempotency_key,
-                    # Frozen here: a retry under the same key must send identical params.
-                    metadata=json.dumps(metadata, sort_keys=True),
-                    status=_PENDING,
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["charge_id"])
-            ).rowcount
-            if inserted != 1:
-                return False
-            conn.execute(
-                update(charges)
-                .where(charges.c.charge_id == charge_id)
-                .values(
-                    stripe_fee=split.stripe_fee,
-                    fee_source=str(split.fee_source),
-                    commission=split.commission,
-                    transfer_amount=split.transfer,
-                    fee_deadline=None,
-                    next_check_at=None,
-                    updated_at=now,
-                )
-            )
-        self._notify()
-        return True
+        with self.unit() as u:
+            return u.create_transfer(charge_id, split, destination, idempotency_key)
 
     @_guard("read due transfers")
     def due_transfers(self, now: float, limit: int) -> list[DueTransfer]:
-        t = transfers.c
-        stmt = (
-            select(
-                t.charge_id,
-                t.amount,
-                t.currency,
-                t.destination,
-                t.transfer_group,
-                t.idempotency_key,
-                t.attempts,
-                t.metadata,
-            )
-            .where(t.status == _PENDING, t.next_attempt_at <= now)
-            .order_by(t.next_attempt_at, t.seq)
-            .limit(limit)
-        )
-        with self._read() as conn:
-            rows = conn.execute(stmt).all()
+        rows = self._query(st.DUE_TRANSFERS, {"now": now, "limit": limit})
         return [
             DueTransfer(
-                charge_id=r.charge_id,
-                amount=r.amount,
-                currency=r.currency,
-                destination=r.destination,
-                transfer_group=r.transfer_group,
-                idempotency_key=r.idempotency_key,
-                attempts=r.attempts,
-                metadata={str(k): str(v) for k, v in json.loads(r.metadata).items()},
+                charge_id=r[0],
+                amount=r[1],
+                currency=r[2],
+                destination=r[3],
+                transfer_group=r[4],
+                idempotency_key=r[5],
+                attempts=r[6],
+                metadata={str(k): str(v) for k, v in json.loads(r[7]).items()},
             )
             for r in rows
         ]
 
-    @_guard("mark a transfer created")
     def transfer_created(self, charge_id: str, transfer_id: str) -> None:
-        stmt = (
-            update(transfers)
-            .where(
-                transfers.c.charge_id == charge_id,
-                transfers.c.status.in_([_PENDING, TransferStatus.FAILED.value]),
-            )
-            .values(
-                status=TransferStatus.CREATED.value,
-                transfer_id=transfer_id,
-                error_code="",
-                error_message="",
-                updated_at=time.time(),
-            )
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.transfer_created(charge_id, transfer_id)
 
-    @_guard("defer a transfer")
     def transfer_deferred(self, charge_id: str, error: str, next_attempt_at: float) -> None:
-        stmt = (
-            update(transfers)
-            .where(transfers.c.charge_id == charge_id, transfers.c.status == _PENDING)
-            .values(
-                attempts=transfers.c.attempts + 1,
-                error_message=error,
-                next_attempt_at=next_attempt_at,
-                updated_at=time.time(),
-            )
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.transfer_deferred(charge_id, error, next_attempt_at)
 
-    @_guard("mark a transfer failed")
     def transfer_failed(self, charge_id: str, code: str, message: str) -> None:
-        stmt = (
-            update(transfers)
-            .where(transfers.c.charge_id == charge_id, transfers.c.status == _PENDING)
-            .values(
-                status=TransferStatus.FAILED.value,
-                attempts=transfers.c.attempts + 1,
-                error_code=code,
-                error_message=message,
-                updated_at=time.time(),
-            )
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.transfer_failed(charge_id, code, message)
 
-    @_guard("retry a transfer")
     def retry_transfer(self, charge_id: str) -> bool:
         """A FAILED transfer back to PENDING under a new idempotency key; False if not failed."""
-        where = and_(
-            transfers.c.charge_id == charge_id,
-            transfers.c.status == TransferStatus.FAILED.value,
-        )
-        with self._write() as conn:
-            retries = conn.execute(select(transfers.c.retries).where(where)).scalar()
-            if retries is None:
-                return False
-            n = retries + 1
-            changed = conn.execute(
-                update(transfers)
-                # retries == old: a concurrent retry (PostgreSQL) cannot double-bump.
-                .where(where, transfers.c.retries == retries)
-                .values(
-                    status=_PENDING,
-                    retries=n,
-                    # Stripe keeps a failed result under a key for 24 h: a new key.
-                    idempotency_key=f"ursus-transfer-{charge_id}-retry{n}",
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    error_code="",
-                    error_message="",
-                    updated_at=time.time(),
-                )
-            ).rowcount
-        if changed:
-            self._notify()
-        return bool(changed)
+        with self.unit() as u:
+            return u.retry_transfer(charge_id)
 
-    @_guard("record a refund")
     def record_refund(self, charge_id: str, refund_id: str, amount: int, created: int) -> bool:
         """Store a refund once (True if new) and raise the charge's amount_refunded to match."""
-        with self._write() as conn:
-            inserted = conn.execute(
-                self._insert(refunds)
-                .values(refund_id=refund_id, charge_id=charge_id, amount=amount, created=created)
-                .on_conflict_do_nothing(index_elements=["refund_id"])
-            ).rowcount
-            if inserted != 1:
-                return False
-            total = (
-                select(func.coalesce(func.sum(refunds.c.amount), 0))
-                .where(refunds.c.charge_id == charge_id)
-                .scalar_subquery()
-            )
-            conn.execute(
-                update(charges)
-                .where(charges.c.charge_id == charge_id, charges.c.amount_refunded < total)
-                .values(amount_refunded=total, updated_at=time.time())
-            )
-        self._notify()
-        return True
+        with self.unit() as u:
+            return u.record_refund(charge_id, refund_id, amount, created)
 
-    @_guard("record a reversal")
     def transfer_reversed(self, charge_id: str, reversal_id: str, amount: int) -> None:
         """Add a reversal once per id; the status is REVERSED when all of it came back."""
-        t = transfers.c
-        stmt = (
-            update(transfers)
-            .where(
-                t.charge_id == charge_id,
-                t.reversal_id != reversal_id,
-                t.status.in_([TransferStatus.CREATED.value, TransferStatus.REVERSED.value]),
-            )
-            .values(
-                reversal_id=reversal_id,
-                reversal_amount=t.reversal_amount + amount,
-                status=case(
-                    (t.reversal_amount + amount >= t.amount, TransferStatus.REVERSED.value),
-                    else_=t.status,
-                ),
-                updated_at=time.time(),
-            )
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.transfer_reversed(charge_id, reversal_id, amount)
 
     # --- timeline -------------------------------------------------------------------------
 
-    @_guard("add a timeline entry")
     def add_timeline(
         self, charge_id: str, kind: TimelineKind, detail: str, at: float | None = None
     ) -> None:
-        stmt = timeline.insert().values(
-            charge_id=charge_id,
-            at=time.time() if at is None else at,
-            kind=TimelineKind(kind).value,
-            detail=detail,
-        )
-        self._write_notify(stmt)
+        with self.unit() as u:
+            u.add_timeline(charge_id, kind, detail, at)
 
     @_guard("read a timeline")
     def timeline(self, charge_id: str) -> list[TimelineEntry]:
-        stmt = (
-            select(timeline.c.at, timeline.c.kind, timeline.c.detail)
-            .where(timeline.c.charge_id == charge_id)
-            .order_by(timeline.c.id)
-        )
-        with self._read() as conn:
-            return [
-                TimelineEntry(charge_id, r.at, TimelineKind(r.kind), r.detail)
-                for r in conn.execute(stmt)
-            ]
+        return [
+            TimelineEntry(charge_id, r[0], TimelineKind(r[1]), r[2])
+            for r in self._query(st.TIMELINE, {"charge_id": charge_id})
+        ]
 
     # --- queries --------------------------------------------------------------------------
 
@@ -911,9 +656,11 @@ class Ledger:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _write_notify(self, stmt: Any, *, notify: bool = True) -> int:
-        with self._write() as conn:
-            changed = conn.execute(stmt).rowcount
-        if changed and notify:
-            self._notify()
-        return int(changed)
+    def _query(self, stmt: st.Prepared, params: dict[str, Any]) -> list[st.Row]:
+        """A prepared read outside any unit: SQLite's raw connection, else a short read."""
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        if self._conns is not None:
+            return st.Executor(None, self._conns.dbapi()).all(stmt, params)
+        with self._read() as conn:
+            return st.Executor(conn, None).all(stmt, params)
