@@ -16,7 +16,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
@@ -42,6 +43,7 @@ from gateway.money import round_half_up, to_major
 
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
+    from gateway.ledger.unit import Unit
     from gateway.stripe_api import RefundInfo, ReversalInfo
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,22 @@ class _Defer(Exception):
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+
+
+class _Notes(list[tuple[str, tuple[object, ...]]]):
+    """Log lines of a step, written after its unit committed.
+
+    They then report what was stored, and no log I/O runs while the unit holds the
+    database's write lock (the webhook's inserts wait for it).
+    """
+
+    def info(self, msg: str, *args: object) -> None:
+        self.append((msg, args))
+
+    def emit(self) -> None:
+        for msg, args in self:
+            log.info(msg, *args)
+        self.clear()
 
 
 def transfer_key(charge_id: str) -> str:
@@ -145,6 +163,9 @@ class Processor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()  # one pass at a time (thread vs run_once)
+        # Events of the current batch to mark IGNORED: written with the batch's next unit
+        # (or one at its end) instead of a commit each.
+        self._ignored: list[InboxEvent] = []
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -228,6 +249,7 @@ class Processor:
             for e in self._ledger.pending_events(self._batch, self._clock())
             if e.event_id not in seen
         ]
+        self._ignored = []
         for event in batch:
             if self._stop_requested():
                 break
@@ -247,7 +269,23 @@ class Processor:
                     self._clock() + delay,
                 )
             done += 1
+        if self._ignored:
+            with self._step():
+                pass
         return done
+
+    @contextmanager
+    def _step(self) -> Iterator[Unit]:
+        """A ledger unit that also marks the batch's ignored events seen so far."""
+        ignored = self._ignored
+        with self._ledger.unit() as u:
+            for event in ignored:
+                u.mark_event(event.event_id, EventStatus.IGNORED)
+            yield u
+        # Committed: a rolled-back unit leaves them for the next one (or the batch's end).
+        self._ignored = []
+        for event in ignored:
+            log.info("event %s type=%s ignored", event.event_id, event.type)
 
     def _fee_checks(self) -> int:
         done = 0
@@ -284,13 +322,12 @@ class Processor:
             done += 1
         return done
 
-    # -- events ----------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------------
 
     def _handle_event(self, event: InboxEvent) -> None:
         ledger = self._ledger
         if event.type not in CHARGE_EVENTS:
-            ledger.mark_event(event.event_id, EventStatus.IGNORED)
-            log.info("event %s type=%s ignored", event.event_id, event.type)
+            self._ignored.append(event)  # marked with the next unit: see _step
             return
         try:
             charge_id = charge_id_of(event)
@@ -320,15 +357,23 @@ class Processor:
                 "event %s type=%s charge=%s failed: %s", event.event_id, event.type, charge_id, exc
             )
         else:
-            ledger.mark_event(event.event_id, EventStatus.PROCESSED)
             log.info("event %s type=%s charge=%s processed", event.event_id, event.type, charge_id)
 
     def _handle_charge_event(self, event: InboxEvent, charge_id: str) -> None:
+        """Re-fetch the charge, then store the whole step in one unit (one commit)."""
+        # Charge, timeline entries, split + transfer row and the event's PROCESSED commit
+        # together: a crash or an error leaves none of it half done, and the retry of the
+        # event redoes all of it.
         snap = self._fetch(charge_id)
-        ledger = self._ledger
-        ledger.upsert_charge(snap)
-        ledger.add_timeline(charge_id, TimelineKind.EVENT, f"{event.type} ({event.event_id})")
-        ledger.add_timeline(charge_id, TimelineKind.CHARGE, _describe_charge(snap))
+        refunded = event.type == "charge.refunded"
+        notes = _Notes()
+        with self._step() as u:
+            u.upsert_charge(snap)
+            u.add_timeline(charge_id, TimelineKind.EVENT, f"{event.type} ({event.event_id})")
+            u.add_timeline(charge_id, TimelineKind.CHARGE, _describe_charge(snap))
+            self._settle(u, snap, notes)
+            if not refunded:  # a refund's event is done once the refunds are recorded
+                u.mark_event(event.event_id, EventStatus.PROCESSED)
         log.info(
             "charge %s refetched amount=%d %s captured=%s paid=%s refunded=%d fee=%s",
             charge_id,
@@ -339,9 +384,10 @@ class Processor:
             snap.amount_refunded,
             "unknown" if snap.actual_fee is None else snap.actual_fee,
         )
-        self._settle(snap)
-        if event.type == "charge.refunded":
+        notes.emit()
+        if refunded:
             self._record_refunds(snap)
+            self._ledger.mark_event(event.event_id, EventStatus.PROCESSED)
 
     def _fetch(self, charge_id: str) -> ChargeSnapshot:
         try:
@@ -351,17 +397,17 @@ class Processor:
 
     # -- split and transfer row --------------------------------------------------------
 
-    def _settle(self, snap: ChargeSnapshot) -> None:
+    def _settle(self, u: Unit, snap: ChargeSnapshot, notes: _Notes) -> None:
         """Queue the charge's transfer once it is captured, paid and its fee is settled."""
         charge_id = snap.charge_id
         if not snap.paid or snap.status == "failed":
-            log.info("charge %s not paid (status=%s): no transfer", charge_id, snap.status)
+            notes.info("charge %s not paid (status=%s): no transfer", charge_id, snap.status)
             return
         if not snap.captured:
             # Manual capture: charge.captured will bring it back.
-            log.info("charge %s authorised, not captured: waiting for charge.captured", charge_id)
+            notes.info("charge %s authorised, not captured: waiting for charge.captured", charge_id)
             return
-        view = self._ledger.get_charge(charge_id)
+        view = u.get_charge(charge_id)
         if view is not None and view.transfer_status is not TransferStatus.NONE:
             return  # the one transfer row exists: nothing more to do for this charge
         settings = self._config.settings
@@ -372,17 +418,19 @@ class Processor:
             fee_split = split(snap.amount, snap.currency, schedule, snap.actual_fee)
         else:
             now = self._clock()
-            deadline = self._ledger.set_awaiting_fee(charge_id, now + settings.fee_wait_seconds)
+            deadline = u.set_awaiting_fee(charge_id, now + settings.fee_wait_seconds)
             if deadline is not None and now < deadline:
-                self._ledger.defer_fee_check(charge_id, self._next_fee_check(now, deadline))
-                log.info("charge %s awaiting actual fee for up to %.0fs", charge_id, deadline - now)
+                u.defer_fee_check(charge_id, self._next_fee_check(now, deadline))
+                notes.info(
+                    "charge %s awaiting actual fee for up to %.0fs", charge_id, deadline - now
+                )
                 return
-            fee_split = self._fallback(charge_id, snap.amount, snap.currency)
-        self._queue_transfer(charge_id, fee_split)
+            fee_split = self._fallback(charge_id, snap.amount, snap.currency, notes)
+        self._queue_transfer(u, charge_id, fee_split, notes)
 
-    def _fallback(self, charge_id: str, gross: int, currency: str) -> FeeSplit:
+    def _fallback(self, charge_id: str, gross: int, currency: str, notes: _Notes) -> FeeSplit:
         """The estimate, flagged: the actual fee did not come within fee_wait_seconds."""
-        log.info("charge %s actual fee not known in time: estimate used", charge_id)
+        notes.info("charge %s actual fee not known in time: estimate used", charge_id)
         return split(
             gross,
             currency,
@@ -403,28 +451,31 @@ class Processor:
         view = ledger.get_charge(charge_id)
         if view is None or view.transfer_status is not TransferStatus.NONE:
             return
+        notes = _Notes()
         try:
             snap = self._stripe.retrieve_charge(charge_id)
         except StripeError as exc:
             now = self._clock()
             log.info("charge %s fee re-check failed: %s", charge_id, exc)
             wait = self._config.settings.fee_wait_seconds
-            deadline = ledger.set_awaiting_fee(charge_id, now + wait)
-            if deadline is not None and now < deadline:
-                ledger.defer_fee_check(charge_id, self._next_fee_check(now, deadline))
-            else:
-                self._queue_transfer(
-                    charge_id, self._fallback(charge_id, view.gross, view.currency)
-                )
+            with ledger.unit() as u:
+                deadline = u.set_awaiting_fee(charge_id, now + wait)
+                if deadline is not None and now < deadline:
+                    u.defer_fee_check(charge_id, self._next_fee_check(now, deadline))
+                else:
+                    fee_split = self._fallback(charge_id, view.gross, view.currency, notes)
+                    self._queue_transfer(u, charge_id, fee_split, notes)
+            notes.emit()
             return
-        ledger.upsert_charge(snap)
-        if snap.actual_fee is not None:
-            ledger.add_timeline(charge_id, TimelineKind.CHARGE, _describe_charge(snap))
-        self._settle(snap)
+        with ledger.unit() as u:
+            u.upsert_charge(snap)
+            if snap.actual_fee is not None:
+                u.add_timeline(charge_id, TimelineKind.CHARGE, _describe_charge(snap))
+            self._settle(u, snap, notes)
+        notes.emit()
 
-    def _queue_transfer(self, charge_id: str, fee_split: FeeSplit) -> None:
-        ledger = self._ledger
-        created = ledger.create_transfer(
+    def _queue_transfer(self, u: Unit, charge_id: str, fee_split: FeeSplit, notes: _Notes) -> None:
+        created = u.create_transfer(
             charge_id,
             fee_split,
             destination=self._config.secrets.connected_account_id,
@@ -432,8 +483,8 @@ class Processor:
         )
         if not created:
             return  # another pass (or instance) queued it first: fine
-        ledger.add_timeline(charge_id, TimelineKind.FEE, describe_split(fee_split))
-        log.info(
+        u.add_timeline(charge_id, TimelineKind.FEE, describe_split(fee_split))
+        notes.info(
             "charge %s split gross=%d fee=%d source=%s commission=%d transfer=%d %s",
             charge_id,
             fee_split.gross,
@@ -452,8 +503,9 @@ class Processor:
         if due.amount <= 0:
             # Stripe rejects a 0 transfer: a tiny charge whose fees ate everything.
             message = "nothing to transfer: the fees and commission take the whole amount"
-            ledger.transfer_failed(charge_id, ZERO_AMOUNT_CODE, message)
-            ledger.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, message)
+            with ledger.unit() as u:
+                u.transfer_failed(charge_id, ZERO_AMOUNT_CODE, message)
+                u.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, message)
             log.info("transfer charge=%s skipped: amount 0", charge_id)
             return
         # A charge refunded (partly) before its transfer: Stripe may refuse to transfer
@@ -463,6 +515,7 @@ class Processor:
         view = ledger.get_charge(charge_id)
         refunded = view.amount_refunded if view is not None else 0
         from_charge = not (refunded > 0 and RETRY_KEY_MARK in due.idempotency_key)
+        request: _Entry | None = None
         try:
             if due.attempts > 0:
                 # An earlier attempt may have reached Stripe before failing (a timeout
@@ -472,20 +525,23 @@ class Processor:
                 if existing:
                     self._created(due, existing, "found at Stripe")
                     return
-            ledger.add_timeline(
-                charge_id,
+            # Stored with the outcome (one commit instead of two), timed as it began.
+            request = (
                 TimelineKind.TRANSFER_REQUEST,
                 f"transfer {to_major(due.amount, due.currency)} {due.currency.upper()} to "
                 f"{due.destination} (attempt {due.attempts + 1}"
                 f"{'' if from_charge else ', from the available balance'})",
+                time.time(),
             )
             transfer_id = self._stripe.create_transfer(due, from_charge=from_charge)
         except TransientStripeError as exc:
             delay = backoff_delay(due.attempts, RETRY_BASE, RETRY_CAP, self._rand)
-            ledger.transfer_deferred(charge_id, str(exc), self._clock() + delay)
-            ledger.add_timeline(
-                charge_id, TimelineKind.TRANSFER_ERROR, f"{exc} (retrying in {delay:.0f}s)"
-            )
+            with ledger.unit() as u:
+                _add_entry(u, charge_id, request)
+                u.transfer_deferred(charge_id, str(exc), self._clock() + delay)
+                u.add_timeline(
+                    charge_id, TimelineKind.TRANSFER_ERROR, f"{exc} (retrying in {delay:.0f}s)"
+                )
             log.info(
                 "transfer charge=%s amount=%d %s deferred %.0fs attempt=%d: %s",
                 charge_id,
@@ -502,8 +558,10 @@ class Processor:
                     " The charge was refunded before its transfer; 'Retry transfer' pays the "
                     "vendor from the platform's available balance instead."
                 )
-            ledger.transfer_failed(charge_id, exc.code, message)
-            ledger.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, f"{exc.code}: {message}")
+            with ledger.unit() as u:
+                _add_entry(u, charge_id, request)
+                u.transfer_failed(charge_id, exc.code, message)
+                u.add_timeline(charge_id, TimelineKind.TRANSFER_ERROR, f"{exc.code}: {message}")
             log.warning(
                 "transfer charge=%s amount=%d %s failed: %s",
                 charge_id,
@@ -512,16 +570,20 @@ class Processor:
                 exc,
             )
         else:
-            self._created(due, transfer_id, "created")
+            self._created(due, transfer_id, "created", request)
 
-    def _created(self, due: DueTransfer, transfer_id: str, how: str) -> None:
-        self._ledger.transfer_created(due.charge_id, transfer_id)
-        self._ledger.add_timeline(
-            due.charge_id,
-            TimelineKind.TRANSFER_CREATED,
-            f"{transfer_id}: {to_major(due.amount, due.currency)} {due.currency.upper()} "
-            f"to {due.destination} ({how})",
-        )
+    def _created(
+        self, due: DueTransfer, transfer_id: str, how: str, request: _Entry | None = None
+    ) -> None:
+        with self._ledger.unit() as u:
+            _add_entry(u, due.charge_id, request)
+            u.transfer_created(due.charge_id, transfer_id)
+            u.add_timeline(
+                due.charge_id,
+                TimelineKind.TRANSFER_CREATED,
+                f"{transfer_id}: {to_major(due.amount, due.currency)} {due.currency.upper()} "
+                f"to {due.destination} ({how})",
+            )
         log.info(
             "transfer charge=%s transfer=%s amount=%d %s destination=%s %s",
             due.charge_id,
@@ -536,8 +598,8 @@ class Processor:
 
     def _record_refunds(self, snap: ChargeSnapshot) -> None:
         """Record each refund of the charge (idempotent) and reverse if the setting says so."""
-        ledger = self._ledger
         charge_id = snap.charge_id
+        refused: PermanentStripeError | None = None
         try:
             refunds = self._stripe.list_refunds(charge_id)
         except TransientStripeError as exc:
@@ -546,24 +608,26 @@ class Processor:
             # The cumulative amount is stored with the charge already; only the
             # per-refund rows are missing.
             log.warning("charge %s refund list refused: %s", charge_id, exc)
-            ledger.add_timeline(
-                charge_id,
-                TimelineKind.REFUND,
-                f"{to_major(snap.amount_refunded, snap.currency)} {snap.currency.upper()} "
-                f"refunded in total (refund details unavailable: {exc})",
-            )
-            refunds = []
-        for refund in refunds:
-            if refund.status in ("failed", "canceled"):
-                continue
-            if ledger.record_refund(charge_id, refund.refund_id, refund.amount, refund.created):
-                ledger.add_timeline(
+            refused, refunds = exc, []
+        with self._ledger.unit() as u:
+            if refused is not None:
+                u.add_timeline(
                     charge_id,
                     TimelineKind.REFUND,
-                    f"{refund.refund_id}: {to_major(refund.amount, snap.currency)} "
-                    f"{snap.currency.upper()} refunded "
-                    f"({to_major(snap.amount_refunded, snap.currency)} in total)",
+                    f"{to_major(snap.amount_refunded, snap.currency)} {snap.currency.upper()} "
+                    f"refunded in total (refund details unavailable: {refused})",
                 )
+            for refund in refunds:
+                if refund.status in ("failed", "canceled"):
+                    continue
+                if u.record_refund(charge_id, refund.refund_id, refund.amount, refund.created):
+                    u.add_timeline(
+                        charge_id,
+                        TimelineKind.REFUND,
+                        f"{refund.refund_id}: {to_major(refund.amount, snap.currency)} "
+                        f"{snap.currency.upper()} refunded "
+                        f"({to_major(snap.amount_refunded, snap.currency)} in total)",
+                    )
         log.info(
             "charge %s refunded total=%d %s refunds=%d",
             charge_id,
@@ -605,12 +669,14 @@ class Processor:
             self._ledger.add_timeline(charge_id, TimelineKind.REVERSAL, f"reversal refused: {exc}")
             log.warning("charge %s reversal refused: %s", charge_id, exc)
             return
-        self._ledger.transfer_reversed(charge_id, reversal_id, amount)
-        self._ledger.add_timeline(
-            charge_id,
-            TimelineKind.REVERSAL,
-            f"{reversal_id}: reversed {to_major(amount, snap.currency)} {snap.currency.upper()}",
-        )
+        with self._ledger.unit() as u:
+            u.transfer_reversed(charge_id, reversal_id, amount)
+            u.add_timeline(
+                charge_id,
+                TimelineKind.REVERSAL,
+                f"{reversal_id}: reversed {to_major(amount, snap.currency)} "
+                f"{snap.currency.upper()}",
+            )
         log.info(
             "charge %s reversal=%s amount=%d %s transfer=%s",
             charge_id,
@@ -619,6 +685,16 @@ class Processor:
             snap.currency,
             view.transfer_id,
         )
+
+
+# A timeline entry written later than it happened: (kind, detail, at).
+_Entry = tuple[TimelineKind, str, float]
+
+
+def _add_entry(u: Unit, charge_id: str, entry: _Entry | None) -> None:
+    if entry is not None:
+        kind, detail, at = entry
+        u.add_timeline(charge_id, kind, detail, at)
 
 
 def _describe_charge(snap: ChargeSnapshot) -> str:
@@ -682,20 +758,24 @@ def retry_transfer(ledger: Ledger, stripe: StripeCalls, charge_id: str) -> Retry
             f"could not check Stripe for an existing transfer, nothing changed: {exc}",
         )
     if existing:
-        ledger.transfer_created(charge_id, existing)
-        ledger.add_timeline(
-            charge_id,
-            TimelineKind.TRANSFER_RETRY,
-            f"retry asked: Stripe already has {existing}; recorded it, nothing paid twice",
-        )
+        with ledger.unit() as u:
+            u.transfer_created(charge_id, existing)
+            u.add_timeline(
+                charge_id,
+                TimelineKind.TRANSFER_RETRY,
+                f"retry asked: Stripe already has {existing}; recorded it, nothing paid twice",
+            )
         log.info("retry charge=%s: found existing transfer=%s", charge_id, existing)
         return RetryResult(
             RetryOutcome.ALREADY_CREATED,
             f"Stripe already has transfer {existing} for {charge_id}: recorded",
             existing,
         )
-    if not ledger.retry_transfer(charge_id):
+    with ledger.unit() as u:
+        queued = u.retry_transfer(charge_id)
+        if queued:
+            u.add_timeline(charge_id, TimelineKind.TRANSFER_RETRY, "retry asked: transfer queued")
+    if not queued:
         return RetryResult(RetryOutcome.NOT_FAILED, f"transfer of {charge_id} is no longer failed")
-    ledger.add_timeline(charge_id, TimelineKind.TRANSFER_RETRY, "retry asked: transfer queued")
     log.info("retry charge=%s: queued", charge_id)
     return RetryResult(RetryOutcome.QUEUED, f"transfer of {charge_id} queued again")
