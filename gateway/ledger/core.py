@@ -296,16 +296,15 @@ class Ledger:
                 u = Unit(conn, raw, upserts)  # type: ignore[arg-type]
                 yield u
                 u._check_before_commit()
-                u._finish()
         except Exception as exc:
-            if u is not None:
-                u._finish()
             self._after_error()
             if isinstance(exc, DB_ERRORS):  # BEGIN or COMMIT: the unit's writes guard theirs
                 what = u.what if u is not None else "start a write"
                 raise StorageError(safe_message(what, exc)) from exc
             raise
         finally:
+            if u is not None:
+                u._finish()  # its connection is not in its transaction any more
             open_ids.discard(id(self))
         if u.changed:
             self._notify()

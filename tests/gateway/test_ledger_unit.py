@@ -254,3 +254,27 @@ def test_the_prepared_statements_compile_for_postgresql() -> None:
         assert "%(p_" in sql or "SELECT" in sql, sql
     upsert = str(prepared[-2].sa.compile(dialect=postgresql.dialect()))  # type: ignore[attr-defined]
     assert "ON CONFLICT (charge_id) DO UPDATE" in upsert
+
+
+def test_a_closed_ledger_refuses_units_and_prepared_reads(path: str) -> None:
+    led = Ledger.open(f"sqlite:///{path}")
+    led.close()
+    with pytest.raises(StorageError, match="closed"), led.unit():
+        pass
+    with pytest.raises(StorageError, match="closed"):
+        led.mark_event("evt_1", EventStatus.PROCESSED)
+    with pytest.raises(StorageError, match="closed"):
+        led.get_charge("ch_1")
+    with pytest.raises(StorageError, match="closed"):
+        led.pending_events(10, 0.0)
+
+
+def test_a_unit_left_by_an_interrupt_is_rolled_back_and_unusable(ledger: Ledger, path: str) -> None:
+    with pytest.raises(KeyboardInterrupt), ledger.unit() as u:
+        u.upsert_charge(snapshot())
+        raise KeyboardInterrupt
+    assert committed(path, "SELECT count(*) FROM charges") == [(0,)]
+    with pytest.raises(RuntimeError, match="after its with-block"):
+        u.upsert_charge(snapshot())  # would otherwise run outside any transaction
+    one_step(ledger)  # the connection is usable
+    assert committed(path, "SELECT count(*) FROM charges") == [(1,)]
