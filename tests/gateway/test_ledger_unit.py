@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
@@ -51,9 +53,9 @@ def ledger(path: str) -> Iterator[Ledger]:
     led.close()
 
 
-def committed(path: str, sql: str) -> list[tuple[object, ...]]:
+def committed(path: str, sql: str) -> list[tuple[Any, ...]]:
     """What another connection sees: committed rows only."""
-    with sqlite3.connect(path) as other:
+    with contextlib.closing(sqlite3.connect(path)) as other:
         return other.execute(sql).fetchall()
 
 
