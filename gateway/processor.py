@@ -322,7 +322,7 @@ class Processor:
             done += 1
         return done
 
-    # -- events ----------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------
 
     def _handle_event(self, event: InboxEvent) -> None:
         ledger = self._ledger
@@ -609,6 +609,23 @@ class Processor:
             # per-refund rows are missing.
             log.warning("charge %s refund list refused: %s", charge_id, exc)
             refused, refunds = exc, []
+        if refused is not None or refunds:
+            self._store_refunds(snap, refunds, refused)
+        log.info(
+            "charge %s refunded total=%d %s refunds=%d",
+            charge_id,
+            snap.amount_refunded,
+            snap.currency,
+            len(refunds),
+        )
+        if self._config.settings.reverse_transfer_on_refund:
+            self._reverse(snap)
+
+    def _store_refunds(
+        self, snap: ChargeSnapshot, refunds: list[RefundInfo], refused: StripeError | None
+    ) -> None:
+        """New refunds and their entries (or the note that Stripe refused the list): one unit."""
+        charge_id = snap.charge_id
         with self._ledger.unit() as u:
             if refused is not None:
                 u.add_timeline(
@@ -628,15 +645,6 @@ class Processor:
                         f"{snap.currency.upper()} refunded "
                         f"({to_major(snap.amount_refunded, snap.currency)} in total)",
                     )
-        log.info(
-            "charge %s refunded total=%d %s refunds=%d",
-            charge_id,
-            snap.amount_refunded,
-            snap.currency,
-            len(refunds),
-        )
-        if self._config.settings.reverse_transfer_on_refund:
-            self._reverse(snap)
 
     def _reverse(self, snap: ChargeSnapshot) -> None:
         """Reverse the vendor's transfer in proportion to the refunded part of the charge."""
