@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway.client_ip import TrustedProxies, client_ip, trusted_proxies
 from gateway.errors import PermanentStripeError, StorageError, TransientStripeError
+from gateway.ingest import IngestGauge
 from gateway.logs import ACCESS_LOGGER, redact, secrets_regex
 from gateway.validation import ValidationError, parse_payment_intent_request
 from gateway.webhooks import WebhookRejected, verify_and_parse
@@ -131,6 +132,7 @@ class Services:
     stripe: PaymentIntents
     health: HealthProbe | None
     on_event: Callable[[], None] | None
+    ingest: IngestGauge
     limiter: Limiter
     rate_limits: RateLimits
     trusted: TrustedProxies
@@ -275,7 +277,8 @@ class WebhookEndpoint:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         try:
-            status, body, extra = self.handle(environ)
+            with self.svc.ingest:
+                status, body, extra = self.handle(environ)
         except Exception as exc:
             log.error("Unhandled error on POST /webhook", exc_info=exc)
             status, body, extra = 500, _error_body("internal_error", "internal error"), ()
@@ -462,8 +465,12 @@ def create_app(
     on_event: Callable[[], None] | None = None,
     *,
     rate_limits: RateLimits | None = None,
+    ingest: IngestGauge | None = None,
 ) -> Flask:
-    """The Flask app; ``on_event`` is called after a new event was stored (processor.wake)."""
+    """The Flask app; ``on_event`` is called after a new event was stored (processor.wake).
+
+    ``ingest`` counts the deliveries in flight (the processor defers to a burst).
+    """
     rate_limits = rate_limits or RateLimits()
     settings = config.settings
     app = Flask(__name__, static_folder=None)
@@ -484,6 +491,7 @@ def create_app(
         stripe=stripe,
         health=health,
         on_event=on_event,
+        ingest=ingest or IngestGauge(),
         limiter=limiter,
         rate_limits=rate_limits,
         trusted=trusted,

@@ -31,6 +31,7 @@ from gateway.errors import (
     TransientStripeError,
 )
 from gateway.fees import FeeSource, FeeSplit, split
+from gateway.ingest import IngestGauge
 from gateway.models import (
     ChargeSnapshot,
     DueTransfer,
@@ -152,6 +153,7 @@ class Processor:
         poll_interval: float = 1.0,
         batch: int = 100,
         rand: Callable[[], float] = random.random,
+        ingest: IngestGauge | None = None,
     ) -> None:
         self._ledger = ledger
         self._stripe = stripe
@@ -160,6 +162,7 @@ class Processor:
         self._poll_interval = poll_interval
         self._batch = batch
         self._rand = rand
+        self._ingest = ingest  # webhook deliveries in flight: a burst goes first
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()  # one pass at a time (thread vs run_once)
@@ -237,6 +240,11 @@ class Processor:
                 if not done or self._stop_requested():
                     return total
 
+    def _give_way(self) -> None:
+        """Before each item: let a burst of webhook deliveries go first (bounded wait)."""
+        if self._ingest is not None:
+            self._ingest.yield_to_ingest()
+
     def _stop_requested(self) -> bool:
         # Only the thread ends its pass early; a run_once() elsewhere (CLI) finishes.
         return self._stopping.is_set() and threading.current_thread() is self._thread
@@ -253,6 +261,7 @@ class Processor:
         for event in batch:
             if self._stop_requested():
                 break
+            self._give_way()
             seen.add(event.event_id)
             try:
                 self._handle_event(event)
@@ -293,6 +302,7 @@ class Processor:
         for charge_id in self._ledger.charges_awaiting_fee(now, self._batch):
             if self._stop_requested():
                 break
+            self._give_way()
             try:
                 self._check_fee(charge_id)
             except StorageError:
@@ -308,6 +318,7 @@ class Processor:
         for due in self._ledger.due_transfers(self._clock(), self._batch):
             if self._stop_requested():
                 break
+            self._give_way()
             try:
                 self._create_transfer(due)
             except StorageError:

@@ -140,6 +140,7 @@ class GatewayServer:
     def _start(self) -> None:
         from gateway.app import create_app
         from gateway.health import HealthProbe
+        from gateway.ingest import IngestGauge
         from gateway.processor import Processor
         from gateway.stripe_api import StripeGateway
 
@@ -186,9 +187,16 @@ class GatewayServer:
             config.secrets.stripe_secret_key, api_base=config.settings.stripe_api_base
         )
         self._health = HealthProbe(self._stripe)
-        self._processor = Processor(self._ledger, self._stripe, config)
+        # The processor gives way to a burst of webhook deliveries (gateway/ingest.py).
+        ingest = IngestGauge()
+        self._processor = Processor(self._ledger, self._stripe, config, ingest=ingest)
         app = create_app(
-            config, self._ledger, self._stripe, self._health, on_event=self._processor.wake
+            config,
+            self._ledger,
+            self._stripe,
+            self._health,
+            on_event=self._processor.wake,
+            ingest=ingest,
         )
         wsgi = WsgiServer(
             app,
