@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
+from collections.abc import Callable
 
 from bench.common import (
     LoadClient,
@@ -101,6 +102,70 @@ class GcLog:
         return sum((b - a) * 1000 for a, b in overlaps if b > a)
 
 
+class GuiTrace:
+    """Calls from Qt into Python on the GUI thread: (start, end, name), via sys.setprofile.
+
+    Only the outermost calls (made from the event loop) are kept. Costs some GUI time
+    itself: a diagnostic, not for the headline figures.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float, str]] = []
+        self._open: dict[int, tuple[float, str]] = {}
+        self._loops = {"process_events_until", "run_loop_until"}
+
+    def __call__(self, frame: Any, event: str, _arg: Any) -> None:
+        if event not in ("call", "return"):
+            return
+        back = frame.f_back
+        if back is None or back.f_code.co_name not in self._loops:
+            return
+        if event == "call":
+            self._open[id(frame)] = (time.perf_counter(), frame.f_code.co_qualname)
+        else:
+            started = self._open.pop(id(frame), None)
+            if started is not None:
+                self.calls.append((started[0], time.perf_counter(), started[1]))
+
+    def inside(self, start: float, end: float) -> str:
+        names: dict[str, list[float]] = {}
+        for a, b, name in self.calls:
+            if b > start and a < end:
+                names.setdefault(name, []).append((b - a) * 1000)
+        return ", ".join(
+            f"{name} x{len(ms)} {sum(ms):.1f} ms"
+            for name, ms in sorted(names.items(), key=lambda kv: -sum(kv[1]))
+        )
+
+
+def run_loop_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """As the app runs: QEventLoop.exec(), with the condition checked every 50 ms.
+
+    ``process_events_until`` returns to Python after every batch of events, and each
+    return waits for the GIL like any call into Python: the harness's own stalls.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    deadline = time.monotonic() + timeout
+    met = condition()
+
+    def check() -> None:
+        nonlocal met
+        met = condition()
+        if met or time.monotonic() > deadline:
+            loop.quit()
+
+    timer = QTimer()
+    timer.setInterval(50)
+    timer.timeout.connect(check)
+    if not met:
+        timer.start()
+        loop.exec()
+        timer.stop()
+    return met
+
+
 def describe(name: str, stalls: list[float]) -> str:
     if not stalls:
         return f"{name:<34} (no ticks)"
@@ -126,6 +191,21 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the gc.collect(); gc.freeze() the app does once its window is shown",
     )
     parser.add_argument("--worst", type=int, default=5, help="list the N longest stalls")
+    parser.add_argument(
+        "--loop",
+        choices=("poll", "exec"),
+        default="poll",
+        help="during the burst: poll processEvents() from Python (default), or run a "
+        "QEventLoop as the app's exec() does",
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval() for the whole run"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="list the GUI thread's Python calls inside the longest stalls (costs GUI time)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.seconds = 300, 1.5
@@ -150,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()
         if args.threads:
             controller.gateway_threads = args.threads
-        print(f"gateway threads: {controller.gateway_threads}, gc frozen: {not args.no_freeze}")
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
+        print(
+            f"gateway threads: {controller.gateway_threads}, gc frozen: {not args.no_freeze}, "
+            f"switch interval {sys.getswitchinterval() * 1000:g} ms, event loop: {args.loop}"
+        )
         controller.start()
         if not process_events_until(lambda: controller.is_running and not controller.busy, 20):
             raise SystemExit("the gateway did not start")
@@ -182,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 "127.0.0.1", server.port, requests, args.concurrency, rate=rate
             )
 
+        trace = GuiTrace() if args.trace else None
+        if trace is not None:
+            sys.setprofile(trace)  # this (the GUI) thread only
         sender = threading.Thread(target=burst, name="bench-burst")
         burst_start = time.perf_counter()
         sender.start()
@@ -199,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                     made_at = now
             return bool(shown_at and made_at and not sender.is_alive())
 
-        finished = process_events_until(done, 300)
+        wait = run_loop_until if args.loop == "exec" else process_events_until
+        finished = wait(done, 300)
         end = time.perf_counter()
         ticker.timer.stop()
+        sys.setprofile(None)
         gc.callbacks.remove(gc_log)
         sender.join()
         load: LoadResult = result["load"]
@@ -233,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  stall {stall:6.1f} ms at +{a - burst_start:6.2f} s"
                 f" (garbage collection inside: {gc_log.during(a, b):5.1f} ms)"
             )
+            if trace is not None:
+                print(f"    Python calls inside: {trace.inside(a, b) or 'none'}")
         worst = max(ticker.stalls(burst_start, end), default=0.0)
         print(
             f"target: longest stall <= 50 ms: {'met' if worst <= 50 else 'MISSED'} ({worst:.1f} ms)"

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200
 MAX_PAGES = 64  # LRU: ~13k rows in memory at most
-_INTEREST = 4  # pages of rows last looked at, read again after each change
+_INTEREST = 4  # pages of rows last looked at, read again with each new count
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # raw value (int/str) to sort on
 CHARGE_ROLE = Qt.ItemDataRole.UserRole + 2  # the whole ChargeView
@@ -163,14 +163,32 @@ _brushes: dict[TransferStatus, QBrush] = {}  # made on the GUI thread, on first 
 
 # A cached row: the charge, its display texts by column, and the epoch it was read in.
 _Entry: TypeAlias = tuple[ChargeView, tuple[str, ...], int]
+_Rows: TypeAlias = list[tuple[ChargeView, tuple[str, ...]]]  # a page as read
 
 
-def _read_rows(
-    ledger: Ledger, charge_filter: ChargeFilter, offset: int
-) -> list[tuple[ChargeView, tuple[str, ...]]]:
+def _read_rows(ledger: Ledger, charge_filter: ChargeFilter, offset: int) -> _Rows:
     """A page of rows with their display texts (worker thread: read and format)."""
     views = ledger.charges_page(charge_filter, offset, PAGE_SIZE)
     return [(v, tuple(display_value(v, column) for column in Column)) for v in views]
+
+
+def _read_count_and_pages(
+    ledger: Ledger, charge_filter: ChargeFilter, row_pages: list[int], ascending: bool
+) -> tuple[int, list[tuple[int, _Rows]]]:
+    """The row count, then the pages holding the given pages of rows (worker thread).
+
+    Read in one job so that the rows the view shows arrive with the new count: one
+    repaint per change, with fresh rows, instead of one with stale rows and another.
+    """
+    count = ledger.count_charges(charge_filter)
+    page_numbers: dict[int, None] = {}
+    for row_page in row_pages:
+        first = row_page * PAGE_SIZE
+        last = min(first + PAGE_SIZE, count) - 1
+        for row in (first, last) if first <= last else ():
+            position = count - 1 - row if ascending else row
+            page_numbers[position // PAGE_SIZE] = None
+    return count, [(n, _read_rows(ledger, charge_filter, n * PAGE_SIZE)) for n in page_numbers]
 
 
 def _status_brush(status: TransferStatus) -> QBrush | None:
@@ -235,9 +253,9 @@ class ChargesModel(QAbstractTableModel):
         self._pages: OrderedDict[int, list[_Entry | None]] = OrderedDict()
         self._asked: set[int] = set()  # ledger pages (by offset) requested in this epoch
         # Rows looked up in this epoch (by row // PAGE_SIZE, in order), and the last such
-        # set: the rows the view shows, read again after each change without a repaint.
+        # set: the rows the view shows, read again with each new count.
         self._looked: dict[int, None] = {}
-        self._interest: list[int] = []
+        self._interest: list[int] = [0]
         self._ascending = False
         self._totals: list[Totals] = []
         self.page_loads = 0  # for tests: how many pages were read and applied
@@ -272,7 +290,7 @@ class ChargesModel(QAbstractTableModel):
         self._pages.clear()
         self._asked.clear()
         self._looked.clear()
-        self._interest = []
+        self._interest = [0]  # the first rows come with the first count
         self._count = 0
         self._totals = []
         self.endResetModel()
@@ -283,10 +301,14 @@ class ChargesModel(QAbstractTableModel):
         ledger, charge_filter, generation = self._ledger, self._filter, self._generation
         if ledger is None:
             return
+        # The rows the view showed since the last count (else those before): read again
+        # with the count, so a change repaints once, with fresh rows.
+        interest = list(self._looked)[-_INTEREST:] or self._interest
+        ascending = self._ascending
         self._reader.submit(
             f"{self._lane}-count",
-            lambda: ledger.count_charges(charge_filter),
-            lambda count: self._apply_count(generation, count),
+            lambda: _read_count_and_pages(ledger, charge_filter, interest, ascending),
+            lambda result: self._apply_count(generation, interest, *result),
         )
         self._reader.submit(
             f"{self._lane}-totals",
@@ -294,15 +316,16 @@ class ChargesModel(QAbstractTableModel):
             lambda totals: self._apply_totals(generation, totals),
         )
 
-    def _apply_count(self, generation: int, new: int) -> None:
+    def _apply_count(
+        self, generation: int, interest: list[int], new: int, pages: list[tuple[int, _Rows]]
+    ) -> None:
         if generation != self._generation:
             return  # read for a ledger or filter no longer shown
         old = self._count
         # Whatever was read before may have changed: pages are asked for again, and until
         # they arrive the view keeps the rows it has (by rank, so they stay in place).
         self._epoch += 1
-        if self._looked:
-            self._interest = list(self._looked)[-_INTEREST:]
+        self._interest = interest
         self._asked.clear()
         self._looked.clear()
         if new > old:
@@ -315,17 +338,12 @@ class ChargesModel(QAbstractTableModel):
             self.beginResetModel()
             self._count = new
             self.endResetModel()
-        # The rows the view showed are read again now, without a repaint: a page that
-        # comes back changed redraws its changed rows, one that did not costs nothing.
-        for looked in self._interest:
-            first = looked * PAGE_SIZE
-            last = min(first + PAGE_SIZE, self._count) - 1
-            for row in (first, last):
-                if row <= last:
-                    page_no = (row if not self._ascending else self._count - 1 - row) // PAGE_SIZE
-                    if page_no not in self._asked:
-                        self._request_page(page_no)
+        for page_no, rows in pages:  # read with this count: fresh in this epoch
+            self._asked.add(page_no)
+            self._store_page(self._epoch, new, page_no * PAGE_SIZE, rows)
         self.counted.emit()
+        if pages:
+            self.page_loaded.emit()
 
     def _apply_totals(self, generation: int, totals: list[Totals]) -> None:
         if generation != self._generation:
@@ -356,15 +374,15 @@ class ChargesModel(QAbstractTableModel):
         )
 
     def _apply_page(
-        self,
-        generation: int,
-        epoch: int,
-        count: int,
-        offset: int,
-        rows: list[tuple[ChargeView, tuple[str, ...]]],
+        self, generation: int, epoch: int, count: int, offset: int, rows: _Rows
     ) -> None:
         if generation != self._generation:
             return  # rows of a ledger or filter no longer shown: never displayed
+        self._store_page(epoch, count, offset, rows)
+        self.page_loaded.emit()
+
+    def _store_page(self, epoch: int, count: int, offset: int, rows: _Rows) -> None:
+        """Cache rows read at ``offset`` when the table had ``count``; redraw changed rows."""
         self.page_loads += 1
         top = count - 1 - offset  # the rank of the first row read, as counted then
         changed: list[int] = []
@@ -393,7 +411,6 @@ class ChargesModel(QAbstractTableModel):
             self.dataChanged.emit(
                 self.index(min(rows_changed), 0), self.index(max(rows_changed), _COLUMNS - 1)
             )
-        self.page_loaded.emit()
 
     def _page_failed(self, generation: int, message: str) -> None:
         # The view keeps what it shows; the page is asked for again after the next change.

@@ -16,6 +16,7 @@ from gateway.ledger import Ledger
 from gateway.models import ChargeFilter, ChargeSnapshot, ChargeView, TransferStatus
 from ursus_desktop.payments_model import (
     CHARGE_ROLE,
+    PAGE_SIZE,
     SORT_ROLE,
     ChargesModel,
     ChargesProxy,
@@ -79,12 +80,10 @@ def shown(model: ChargesModel, row: int) -> ChargeView | None:
     return model.data(model.index(row, 0), CHARGE_ROLE)
 
 
-def open_table(qtbot, model: ChargesModel, view: QTableView, ledger: Ledger) -> None:  # type: ignore[no-untyped-def]
+def open_table(qtbot, model: ChargesModel, ledger: Ledger) -> None:  # type: ignore[no-untyped-def]
     with qtbot.waitSignal(model.counted, timeout=10_000):
         model.set_ledger(ledger)
-    with qtbot.waitSignal(model.page_loaded, timeout=10_000):
-        view.viewport().repaint()  # the paint asks for the page it shows
-    qtbot.waitUntil(lambda: shown(model, 0) is not None, timeout=10_000)
+    assert shown(model, 0) is not None  # the first rows come with the first count
 
 
 def snapshot(charge_id: str, created: int) -> ChargeSnapshot:
@@ -109,108 +108,110 @@ def snapshot(charge_id: str, created: int) -> ChargeSnapshot:
 def test_painting_reads_pages_off_the_gui_thread_only(qtbot, table, ledger: Ledger) -> None:
     model, view = table
     recorded = Recorded(ledger, ("charges_page", "count_charges", "totals"))
-    open_table(qtbot, model, view, ledger)
+    open_table(qtbot, model, ledger)
+    view.viewport().repaint()
     newest = ledger.charges_page(ChargeFilter(), 0, 1)[0]  # the test's own read
     recorded.threads.pop()
     assert shown(model, 0) == newest
     assert model.data(model.index(0, Column.CHARGE)) == newest.charge_id
     view.scrollToBottom()
-    view.viewport().repaint()
+    view.viewport().repaint()  # asks for the rows now in view
     qtbot.waitUntil(lambda: shown(model, ROWS - 1) is not None, timeout=10_000)
     assert {name for name, _gui in recorded.threads} == {"charges_page", "count_charges", "totals"}
     assert recorded.on_gui_thread() == []
 
 
-def test_rows_stay_in_place_until_the_fresh_page_arrives(qtbot, table, ledger: Ledger) -> None:
+def test_rows_shown_come_fresh_with_the_count_in_one_step(qtbot, table, ledger: Ledger) -> None:
     model, view = table
-    open_table(qtbot, model, view, ledger)
+    open_table(qtbot, model, ledger)
+    view.viewport().repaint()  # the view looks at the top rows
     top = shown(model, 0)
     assert top is not None
     recorded = Recorded(ledger)
-    recorded.gate.clear()  # page reads wait until the test has looked at the stale table
-
     ledger.upsert_charge(snapshot("ch_test_new_0001", int(time.time())))
     ledger.record_refund(top.charge_id, "re_test_0001", 500, int(time.time()))
-    with qtbot.waitSignal(model.rowsInserted, timeout=10_000) as inserted:
+    with qtbot.waitSignal(model.counted, timeout=10_000):
         model.refresh()
-    assert inserted.args[1:] == [0, 0]
-    view.viewport().repaint()  # asks for page 0 again: held at the gate
-    assert recorded.waiting.wait(10)
-    # Stale rows beat blank rows: the old top row moved down one, as it was read before;
-    # the new row was never read, so it is blank.
-    assert shown(model, 0) is None
-    assert shown(model, 1) == top
-    assert model.data(model.index(1, Column.REFUNDED)) == ""
-
-    with qtbot.waitSignal(model.dataChanged, timeout=10_000) as changed:
-        recorded.gate.set()
-    first, last = changed.args[0].row(), changed.args[1].row()
-    assert first == 0 and last >= 1  # just the rows that changed, not the whole table
-    assert last < 10
+    # Inserted and read in one step: the new row and the refunded one, no blank between.
     fresh_top = shown(model, 0)
     assert fresh_top is not None and fresh_top.charge_id == "ch_test_new_0001"
     refunded = shown(model, 1)
     assert refunded is not None and refunded.charge_id == top.charge_id
     assert refunded.amount_refunded == 500
     assert model.data(model.index(1, Column.REFUNDED)) == money(500, top.currency)
-    assert recorded.on_gui_thread() == []
+    assert recorded.threads and recorded.on_gui_thread() == []
 
 
-def test_a_change_is_read_again_for_the_rows_shown_without_a_repaint(
+def test_rows_not_shown_stay_in_place_until_their_fresh_page_arrives(
     qtbot, table, ledger: Ledger
 ) -> None:
     model, view = table
-    open_table(qtbot, model, view, ledger)
-    top = shown(model, 0)
-    assert top is not None
+    open_table(qtbot, model, ledger)
+    shown(model, ROWS - 1)  # asks for the oldest rows; they arrive off the GUI thread
+    qtbot.waitUntil(lambda: shown(model, ROWS - 1) is not None, timeout=10_000)
+    oldest = shown(model, ROWS - 1)
+    assert oldest is not None
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        model.refresh()  # no change: from now on the view alone looks at rows
+    view.viewport().repaint()  # it shows the top rows only
     recorded = Recorded(ledger)
-    ledger.record_refund(top.charge_id, "re_test_0002", 700, int(time.time()))
-    with qtbot.waitSignal(model.dataChanged, timeout=10_000):
-        model.refresh()  # same count: nothing inserted, yet the shown page is read again
-    assert shown(model, 0).amount_refunded == 700  # type: ignore[union-attr]
-    assert recorded.threads and recorded.on_gui_thread() == []
+    ledger.upsert_charge(snapshot("ch_test_new_0002", int(time.time())))
+    ledger.record_refund(oldest.charge_id, "re_test_0002", 500, int(time.time()))
+    with qtbot.waitSignal(model.counted, timeout=10_000):
+        model.refresh()  # reads the count and the rows shown, not the oldest ones
+    assert model.rowCount() == ROWS + 1
+
+    recorded.gate.clear()
+    # Stale rows beat blank rows: the oldest charge moved down one row, as read before.
+    assert shown(model, ROWS) == oldest
+    assert recorded.waiting.wait(10)  # ... and its page is being read again
+    with qtbot.waitSignal(model.dataChanged, timeout=10_000) as changed:
+        recorded.gate.set()
+    # Just that page's rows that changed: the refunded one, and one of the next page
+    # that was blank (never read) and arrived with it.
+    assert changed.args[1].row() == ROWS
+    assert changed.args[0].row() >= ROWS - PAGE_SIZE
+    assert shown(model, ROWS).amount_refunded == 500  # type: ignore[union-attr]
+    assert recorded.on_gui_thread() == []
 
 
 def test_a_filter_change_never_shows_rows_of_the_old_filter(qtbot, table, ledger: Ledger) -> None:
     model, view = table
-    open_table(qtbot, model, view, ledger)
+    open_table(qtbot, model, ledger)
     failed = ChargeFilter(statuses=frozenset({TransferStatus.FAILED}))
     pending = ChargeFilter(statuses=frozenset({TransferStatus.PENDING}))
     assert ledger.count_charges(failed) and ledger.count_charges(pending)
     recorded = Recorded(ledger)
     recorded.gate.clear()
-
-    with qtbot.waitSignal(model.counted, timeout=10_000):
-        model.set_filter(failed)
-    # Rows of the unfiltered table are not kept as stale rows under the new filter.
-    assert all(shown(model, row) is None for row in range(model.rowCount()))
-    assert recorded.waiting.wait(10)  # the FAILED page is being read, held at the gate
-
     seen: list[TransferStatus] = []
 
     def look() -> None:  # whenever rows arrive or change, what does the table show?
         rows = (shown(model, row) for row in range(min(model.rowCount(), 30)))
         seen.extend(v.transfer_status for v in rows if v is not None)
 
-    model.page_loaded.connect(look)
-    model.dataChanged.connect(look)
+    for signal in (model.counted, model.page_loaded, model.dataChanged):
+        signal.connect(look)
+    model.set_filter(failed)
+    assert model.rowCount() == 0  # rows of the old filter are not kept as stale rows
+    assert recorded.waiting.wait(10)  # the FAILED rows are being read, held at the gate
+    model.set_filter(pending)  # meanwhile: the FAILED rows must never be shown
     with qtbot.waitSignal(model.counted, timeout=10_000):
-        model.set_filter(pending)  # while the FAILED page is still being read
-    view.viewport().repaint()  # asks for the PENDING page: queued behind the FAILED one
-    recorded.gate.set()
-    qtbot.waitUntil(lambda: shown(model, 0) is not None, timeout=10_000)
+        recorded.gate.set()
     assert model._reader.wait_idle(10_000)
-    QApplication.processEvents()  # any late result is applied (or dropped) now
+    QApplication.processEvents()  # any late result is applied (or dropped) by now
+    view.viewport().repaint()
+    qtbot.waitUntil(lambda: shown(model, model.rowCount() - 1) is not None, timeout=10_000)
     look()
+    assert model.rowCount() == ledger.count_charges(pending)
     assert seen and set(seen) == {TransferStatus.PENDING}
     assert len(recorded.threads) >= 2 and recorded.on_gui_thread() == []
-    model.page_loaded.disconnect(look)
-    model.dataChanged.disconnect(look)
+    for signal in (model.counted, model.page_loaded, model.dataChanged):
+        signal.disconnect(look)
 
 
 def test_multidata_fills_every_role_as_data_does(qtbot, table, ledger: Ledger) -> None:
     model, view = table
-    open_table(qtbot, model, view, ledger)
+    open_table(qtbot, model, ledger)
     proxy = view.model()
     roles = [
         Qt.ItemDataRole.DisplayRole,
@@ -234,7 +235,7 @@ def test_multidata_fills_every_role_as_data_does(qtbot, table, ledger: Ledger) -
 
 def test_sorting_by_time_keeps_the_rows_already_read(qtbot, table, ledger: Ledger) -> None:
     model, view = table
-    open_table(qtbot, model, view, ledger)
+    open_table(qtbot, model, ledger)
     newest = shown(model, 0)
     loads = model.page_loads
     model.sort(Column.TIME, Qt.SortOrder.AscendingOrder)
