@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import threading
@@ -47,12 +48,20 @@ TICK_MS = 5
 
 
 class Ticker:
-    """A GUI-thread timer whose tick gaps say how long the event loop was blocked."""
+    """A GUI-thread timer whose tick gaps say how long the event loop was blocked.
+
+    Each tick also notes the GUI thread's run delay (``/proc/thread-self/schedstat``:
+    time it was ready to run but waited for a CPU), so a stall splits into CPU
+    starvation (other processes, or this one's threads, on the 2 cores) and the rest
+    (Qt or Python work, waits for the GIL).
+    """
 
     def __init__(self) -> None:
         from PySide6.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.run_delays: list[int] = []  # ns, cumulative
+        self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)  # GUI thread
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(TICK_MS)
@@ -60,15 +69,33 @@ class Ticker:
 
     def on_tick(self) -> None:
         self.ticks.append(time.perf_counter())
+        self.run_delays.append(int(os.pread(self._schedstat, 100, 0).split()[1]))
 
     def stalls(self, start: float, end: float) -> list[float]:
         """Milliseconds each gap in [start, end] exceeded the tick interval."""
-        return [s for _a, _b, s in self.gaps(start, end)]
+        return [s for _a, _b, s, _w in self.gaps(start, end)]
 
-    def gaps(self, start: float, end: float) -> list[tuple[float, float, float]]:
-        """(tick, next tick, stall ms) for each gap in [start, end]."""
-        t = [x for x in self.ticks if start <= x <= end]
-        return [(a, b, max(0.0, (b - a) * 1000 - TICK_MS)) for a, b in itertools.pairwise(t)]
+    def gaps(self, start: float, end: float) -> list[tuple[float, float, float, float]]:
+        """(tick, next tick, stall ms, ms of it the GUI thread waited for a CPU)."""
+        kept = [i for i, x in enumerate(self.ticks) if start <= x <= end]
+        return [
+            (
+                self.ticks[i],
+                self.ticks[j],
+                max(0.0, (self.ticks[j] - self.ticks[i]) * 1000 - TICK_MS),
+                (self.run_delays[j] - self.run_delays[i]) / 1e6,
+            )
+            for i, j in itertools.pairwise(kept)
+        ]
+
+
+def cpu_times() -> tuple[float, float]:
+    """(seconds all CPUs were busy, seconds this process ran), both cumulative."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / ticks, own.user + own.system
 
 
 class GcLog:
@@ -271,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if trace is not None:
             sys.setprofile(trace)  # this (the GUI) thread only
         sender = threading.Thread(target=burst, name="bench-burst")
+        cpu_start = cpu_times()
         burst_start = time.perf_counter()
         sender.start()
         model = window.model
@@ -290,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         wait = run_loop_until if args.loop == "exec" else process_events_until
         finished = wait(done, 300)
         end = time.perf_counter()
+        cpu_end = cpu_times()
         ticker.timer.stop()
         sys.setprofile(None)
         gc.callbacks.remove(gc_log)
@@ -317,11 +346,17 @@ def main(argv: list[str] | None = None) -> int:
         print(describe("GUI event loop, during the burst", ticker.stalls(burst_start, burst_end)))
         print(describe("GUI event loop, burst -> all done", ticker.stalls(burst_start, end)))
         print(f"garbage collections, burst -> all done: {gc_log.summary(burst_start, end)}")
+        busy = (cpu_end[0] - cpu_start[0]) / (end - burst_start) / (os.cpu_count() or 1)
+        own = (cpu_end[1] - cpu_start[1]) / (end - burst_start) / (os.cpu_count() or 1)
+        print(
+            f"CPUs busy, burst -> all done: {busy:.0%} ({own:.0%} this process, "
+            f"{max(busy - own, 0):.0%} other processes: the sandbox, the load, anything else)"
+        )
         gaps = sorted(ticker.gaps(burst_start, end), key=lambda g: g[2], reverse=True)
-        for a, b, stall in gaps[: args.worst]:
+        for a, b, stall, waited in gaps[: args.worst]:
             print(
-                f"  stall {stall:6.1f} ms at +{a - burst_start:6.2f} s"
-                f" (garbage collection inside: {gc_log.during(a, b):5.1f} ms)"
+                f"  stall {stall:6.1f} ms at +{a - burst_start:6.2f} s: GUI thread waited for a"
+                f" CPU {waited:5.1f} ms, garbage collection inside {gc_log.during(a, b):5.1f} ms"
             )
             if trace is not None:
                 print(f"    Python calls inside: {trace.inside(a, b) or 'none'}")

