@@ -205,7 +205,10 @@ class Processor:
 
     def wake(self) -> None:
         """Ask for a pass now (thread-safe; the webhook calls it after storing an event)."""
-        self._wake.set()
+        # Already set: a pass is due anyway. Event.set() takes a lock and notifies, which
+        # every webhook thread of a burst would otherwise contend for.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
