@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
@@ -13,7 +15,14 @@ from events import WEBHOOK_SECRET, delivery_headers, fixture
 from fakes import API_KEY, STRIPE_KEY, FakeLedger, FakeStripe, make_config
 
 from gateway.app import create_app
-from gateway.logs import LogFiles, RedactingFilter, redact, secrets_regex, setup_logging
+from gateway.logs import (
+    BufferedRotatingFileHandler,
+    LogFiles,
+    RedactingFilter,
+    redact,
+    secrets_regex,
+    setup_logging,
+)
 
 SECRETS = (STRIPE_KEY, WEBHOOK_SECRET, API_KEY)
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
@@ -27,8 +36,7 @@ def logs(tmp_path: Path) -> Iterator[LogFiles]:
 
 
 def flush(files: LogFiles) -> None:
-    for _, handler in files.handlers:
-        handler.flush()
+    files.flush()  # the access log would write its block within a second anyway
 
 
 def test_files_are_created_with_daily_utc_rotation_kept_14_days(logs: LogFiles) -> None:
@@ -39,6 +47,33 @@ def test_files_are_created_with_daily_utc_rotation_kept_14_days(logs: LogFiles) 
         assert (handler.when, handler.backupCount, handler.utc) == ("MIDNIGHT", 14, True)
         assert handler.encoding == "utf-8"
         assert any(isinstance(f, RedactingFilter) for f in handler.filters)
+
+
+def test_access_lines_are_written_in_blocks_within_the_interval(tmp_path: Path) -> None:
+    handler = BufferedRotatingFileHandler(tmp_path / "access.log", interval=0.05)
+    slow = BufferedRotatingFileHandler(tmp_path / "slow.log", interval=60)
+    try:
+        for h in (handler, slow):
+            h.emit(logging.makeLogRecord({"msg": "GET / 200"}))
+        assert (tmp_path / "slow.log").read_text("utf-8") == ""  # no write() per line
+        deadline = time.monotonic() + 5
+        while (tmp_path / "access.log").read_text("utf-8") != "GET / 200\n":
+            assert time.monotonic() < deadline, "the block was never written"
+            time.sleep(0.01)
+    finally:
+        handler.close()
+        slow.close()
+    assert (tmp_path / "slow.log").read_text("utf-8") == "GET / 200\n"  # close writes it
+    for timer in [t for t in threading.enumerate() if t.name == "access-log-flush"]:
+        timer.join(5)  # a cancelled timer ends at once
+        assert not timer.is_alive()
+
+
+def test_teardown_writes_the_pending_access_lines(tmp_path: Path) -> None:
+    files = setup_logging(tmp_path / "logs")
+    logging.getLogger("gateway.access").info("%s %s", "127.0.0.1", "GET / 200")
+    files.teardown()
+    assert files.access_log.read_text("utf-8").endswith("127.0.0.1 GET / 200\n")
 
 
 def test_error_log_line_format_is_greppable(logs: LogFiles) -> None:
