@@ -62,6 +62,30 @@ def test_a_burst_that_lasts_is_given_way_to_for_at_most_max_wait() -> None:
     assert gauge.waited == pytest.approx(0.05)
 
 
+def test_many_deliveries_in_quick_succession_are_a_burst_too() -> None:
+    t = FakeTime()
+    gauge = IngestGauge(burst=4, recent=8, window=0.02, sleep=t.sleep, clock=t.clock)
+    for _ in range(7):
+        with gauge:  # one at a time: never 4 in flight
+            t.now += 0.001
+    assert not gauge.bursting()  # 7 starts are not yet 8
+    with gauge:
+        pass
+    assert gauge.bursting()  # 8 starts within 8 ms
+    t.now += 0.02
+    assert not gauge.bursting()  # the burst is over
+
+
+def test_one_sale_worth_of_events_is_not_a_burst() -> None:
+    t = FakeTime()
+    gauge = IngestGauge(sleep=t.sleep, clock=t.clock)
+    for _ in range(5):  # a sale's events, within a few milliseconds
+        with gauge:
+            t.now += 0.001
+    assert not gauge.bursting()
+    assert gauge.yield_to_ingest() == 0.0
+
+
 def test_the_wait_ends_as_soon_as_the_burst_does() -> None:
     t = FakeTime()
     gauge = IngestGauge(burst=2, max_wait=1.0, sleep=t.sleep, clock=t.clock)
