@@ -149,6 +149,7 @@ def display_value(view: ChargeView, column: Column) -> str:
 
 
 _COLUMNS = len(Column)
+_HEADER_TEXTS = tuple(HEADERS[column] for column in Column)
 _STATUS_COLUMN = int(Column.STATUS)
 _FEE_COLUMN = int(Column.FEE)
 _ALIGN_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -490,8 +491,8 @@ class ChargesModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[Column(section)]
+        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY:
+            return _HEADER_TEXTS[section] if 0 <= section < _COLUMNS else None
         return None
 
     def data(

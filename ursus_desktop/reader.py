@@ -1,7 +1,8 @@
 """Ledger reads for the views, off the GUI thread.
 
 A COUNT or the totals of a million-charge ledger take from tens of milliseconds
-to a second: too long for the GUI thread, which must never stall. Views submit
+to a second, and even a page of rows or one charge's timeline waits for the GIL
+while the gateway is busy: the views never read on the GUI thread. They submit
 a read on a named *lane*; it runs on a small thread pool and its result comes
 back through a queued signal to this object's bound slot, which calls the
 view's callback on the GUI thread. A lane runs one read at a time and keeps only
