@@ -1,11 +1,12 @@
 """IngestGauge: how many webhook deliveries are in flight, so the processor can defer to them.
 
 Stripe waits on every delivery's response, times slow ones out and retries
-them; a transfer made 50 ms later costs nobody anything. The webhook path and
-the processor share one process and, in CPython, one GIL: a processor working
-through a backlog at full speed takes about half the CPU from a burst of
-deliveries. So during a burst the processor waits briefly before each unit of
-work, bounded, so that it always makes progress.
+them; a transfer made a fraction of a second later costs nobody anything. The
+webhook path and the processor share one process and, in CPython, one GIL: a
+processor working through a backlog at full speed takes about half the CPU from
+a burst of deliveries. So during a burst the processor waits before each unit of
+work that calls Stripe, at most 200 ms, so that it always makes progress (at
+least ~5 units a second however long the burst).
 
 A burst is several deliveries in the handler at once, or many started within a
 short window (most of a delivery's time is spent in waitress before and after
@@ -23,7 +24,7 @@ from collections.abc import Callable
 BURST = 4  # deliveries in flight at once: Stripe is sending a burst
 RECENT = 8  # ... or this many started within WINDOW seconds (>= 400/s)
 WINDOW = 0.02
-MAX_WAIT = 0.05  # seconds the processor gives way per unit of work, at most
+MAX_WAIT = 0.2  # seconds the processor gives way per unit of work, at most
 POLL = 0.002
 
 

@@ -264,7 +264,8 @@ class Processor:
         for event in batch:
             if self._stop_requested():
                 break
-            self._give_way()
+            if event.type in CHARGE_EVENTS:  # the others cost no Stripe call: no wait
+                self._give_way()
             seen.add(event.event_id)
             try:
                 self._handle_event(event)
