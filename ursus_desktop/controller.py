@@ -57,7 +57,7 @@ def _freeze_long_lived() -> None:
     # A running gateway's objects (Flask app, waitress, Stripe client, ledger) live until
     # it stops. A full collection scans them all and stops every thread meanwhile: 15-30
     # ms in the live burst, a stall of the window. Frozen, the burst has none. The one
-    # collection here (tens of ms) happens once per start, when nothing is under way.
+    # collection here (tens of ms) happens once per start or stop, as the user waits.
     gc.collect()
     gc.freeze()
 
@@ -538,7 +538,10 @@ class GatewayController(QObject):
     @Slot()
     def on_stop_finished(self) -> None:
         self.server = None
-        gc.unfreeze()  # the stopped gateway's objects become collectable again
+        # The stopped gateway's objects become collectable again; what lives on (the
+        # window) goes back out of full collections.
+        gc.unfreeze()
+        _freeze_long_lived()
         self._set_busy(False)
         self.running_changed.emit(False)
 

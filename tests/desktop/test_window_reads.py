@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
+import weakref
 
 import pytest
 from PySide6.QtCore import QThread
@@ -94,3 +96,22 @@ def test_ledger_changes_are_told_at_once_then_at_most_every_interval(qtbot, cont
     assert len(told) == 2  # nothing pending: quiet
     controller._emit_ledger_changed()
     qtbot.waitUntil(lambda: len(told) == 3, timeout=5 * CHANGED_MS)
+
+
+def test_a_running_gateway_is_kept_out_of_full_collections_until_it_stops(
+    qtbot, controller: GatewayController
+) -> None:
+    controller.settings = dataclasses.replace(Settings(), port=0)
+    controller.sandbox = True
+    frozen_before = gc.get_freeze_count()
+    with qtbot.waitSignal(controller.running_changed, timeout=15_000):
+        controller.start()
+    server = controller.server
+    assert server is not None
+    assert gc.get_freeze_count() > frozen_before  # the gateway's objects among them
+    gone = weakref.ref(server)
+    del server
+    with qtbot.waitSignal(controller.running_changed, timeout=15_000):
+        controller.stop()
+    gc.collect()
+    assert gone() is None  # not frozen for good: a stopped gateway is collected
