@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _wait(app, lambda: window.model.rowCount() == len(SALES))
         window.table.selectRow(0)
         _wait(app, lambda: window.detail.charge is not None, 2)
+        _wait(app, lambda: window.detail.timeline.count() > 0, 2)  # read off the GUI thread
         app.processEvents()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ok = window.grab().save(str(args.out))
