@@ -6,12 +6,15 @@ fighting for the database's write lock: a loser sleeps in SQLite's busy handler
 (1, 2, 5, 10 ms…) even when the lock frees a microsecond later.
 
 Here every inbox insert goes through one dedicated connection, leader/follower
-style: a thread queues its row, then takes the leader lock. If a previous leader
-already committed its row meanwhile, it is done; otherwise it becomes the leader
-and inserts every queued row in one ``BEGIN IMMEDIATE … COMMIT``. A thread
-returns only once the transaction holding its row has committed (or failed, in
-which case every row of that batch fails and each request answers 503), so
-"nothing is answered 200 before it is on disk" holds for every event.
+style: a thread queues its row; if no commit is under way it becomes the leader
+and inserts every queued row in one ``BEGIN IMMEDIATE … COMMIT``, otherwise it
+waits on its own event. After a commit the leader wakes the rows of its batch
+and hands the lead to the first row queued meanwhile, if any. (Followers queued
+on one shared lock instead woke one after another, each waiting for the GIL in
+turn: a convoy that cost more than the commit it shared.) A thread returns only
+once the transaction holding its row has committed (or failed, in which case
+every row of that batch fails and each request answers 503), so "nothing is
+answered 200 before it is on disk" holds for every event.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ Row = tuple[str, str, int, int, str, bytes, float]
 
 
 class _Pending:
-    __slots__ = ("error", "inserted", "row")
+    __slots__ = ("done", "error", "inserted", "lead", "row")
 
     def __init__(self, row: Row) -> None:
         self.row = row
         self.inserted: bool | None = None  # None until its batch committed or failed
         self.error: BaseException | None = None
+        self.lead = False  # woken to lead the next batch, not because it is done
+        self.done = threading.Event()
 
 
 class InboxWriter:
@@ -50,9 +55,10 @@ class InboxWriter:
         # ``connect()`` returns a pool-proxied DB-API connection (engine.raw_connection()).
         self._connect = connect
         self._conn: Any = None
-        self._leader = threading.Lock()
-        self._queue_lock = threading.Lock()
+        self._mutex = threading.Lock()  # guards _queue and _leading; held only briefly
         self._queue: list[_Pending] = []
+        self._leading = False  # a leader is committing (or has the lead handed to it)
+        self._conn_lock = threading.Lock()  # the leader's, or close()'s; never contended
         self._closed = False
         self.batches = 0  # committed transactions, for benchmarks and tests
         self.rows = 0
@@ -60,11 +66,15 @@ class InboxWriter:
     def insert(self, row: Row) -> bool:
         """Store one event row; True if new, False if its event id was already stored."""
         pending = _Pending(row)
-        with self._queue_lock:
+        with self._mutex:
             self._queue.append(pending)
-        with self._leader:
-            if pending.inserted is None:
-                self._commit_queued()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            pending.done.wait()
+            lead = pending.lead
+        if lead:
+            self._lead()
         error = pending.error
         if isinstance(error, StorageError):
             raise StorageError(str(error))  # a fresh one per thread: tracebacks stay apart
@@ -72,10 +82,25 @@ class InboxWriter:
             raise StorageError(safe_message("record the event", error))
         return bool(pending.inserted)
 
-    def _commit_queued(self) -> None:
-        # Leader only (holds self._leader): take every queued row, ours included.
-        with self._queue_lock:
+    def _lead(self) -> None:
+        """Commit every queued row (ours included), wake them, hand the lead on."""
+        with self._mutex:
             batch, self._queue = self._queue, []
+        try:
+            with self._conn_lock:
+                self._commit(batch)  # gives every row an outcome, whatever happens
+        finally:
+            for pending in batch:
+                pending.done.set()
+            with self._mutex:
+                if self._queue:
+                    head = self._queue[0]
+                    head.lead = True
+                    head.done.set()  # it takes the lead (and the queue, itself included)
+                else:
+                    self._leading = False
+
+    def _commit(self, batch: list[_Pending]) -> None:
         results: list[bool] = []
         error: BaseException | None = None
         try:
@@ -126,7 +151,7 @@ class InboxWriter:
             close_quietly(conn)
 
     def close(self) -> None:
-        with self._leader:
+        with self._conn_lock:
             self._closed = True
             conn, self._conn = self._conn, None
         if conn is not None:

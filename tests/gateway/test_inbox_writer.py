@@ -38,8 +38,20 @@ def stored_ids(path: Path) -> set[str]:
 
 
 def insert_in_threads(inbox: InboxWriter, ids: list[str]) -> dict[str, object]:
-    """Queue ``ids`` while the test holds the leader lock, so they form one batch."""
+    """Insert ``ids`` from one thread each while the first commit is held up.
+
+    The first thread leads a batch of its own row and is stopped inside the commit
+    until every other row has queued; the lead then passes to them: one batch.
+    """
     outcomes: dict[str, object] = {}
+    entered, release = threading.Event(), threading.Event()
+    commit = inbox._commit
+
+    def held_commit(batch: list[object]) -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(5)
+        commit(batch)  # type: ignore[arg-type]
 
     def work(event_id: str) -> None:
         try:
@@ -47,13 +59,19 @@ def insert_in_threads(inbox: InboxWriter, ids: list[str]) -> dict[str, object]:
         except StorageError as exc:
             outcomes[event_id] = exc
 
+    inbox._commit = held_commit  # type: ignore[method-assign]
+    first = threading.Thread(target=work, args=("evt_first",))
+    first.start()
+    assert entered.wait(5)
     threads = [threading.Thread(target=work, args=(i,)) for i in ids]
-    with inbox._leader:
-        for t in threads:
-            t.start()
-        wait_until(lambda: len(inbox._queue) == len(ids))
     for t in threads:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == len(ids))
+    release.set()
+    for t in [first, *threads]:
         t.join(5)
+    del inbox._commit
+    outcomes.pop("evt_first")
     return outcomes
 
 
@@ -62,27 +80,39 @@ def test_rows_queued_together_commit_in_one_transaction(ledger: Ledger, tmp_path
     before = inbox.batches
     ids = [f"evt_batch_{i}" for i in range(6)]
     outcomes = insert_in_threads(inbox, ids)
-    assert inbox.batches == before + 1
+    assert inbox.batches == before + 2  # the first row's, then all six together
     assert outcomes == dict.fromkeys(ids, True)
-    assert stored_ids(tmp_path / "l.sqlite3") == set(ids)
+    assert stored_ids(tmp_path / "l.sqlite3") == {"evt_first", *ids}
 
 
 def test_a_duplicate_in_the_same_batch_is_reported_as_one(ledger: Ledger) -> None:
     inbox = inbox_of(ledger)
     results: list[object] = []
+    entered, release = threading.Event(), threading.Event()
+    commit = inbox._commit
 
-    def work() -> None:
-        results.append(inbox.insert(row("evt_twice")))
+    def held_commit(batch: list[object]) -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(5)
+        commit(batch)  # type: ignore[arg-type]
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    with inbox._leader:
-        for t in threads:
-            t.start()
-        wait_until(lambda: len(inbox._queue) == 2)
-    for t in threads:
+    def work(event_id: str) -> None:
+        results.append(inbox.insert(row(event_id)))
+
+    inbox._commit = held_commit  # type: ignore[method-assign]
+    first = threading.Thread(target=work, args=("evt_other",))
+    first.start()
+    assert entered.wait(5)
+    twins = [threading.Thread(target=work, args=("evt_twice",)) for _ in range(2)]
+    for t in twins:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == 2)  # both in the next batch
+    release.set()
+    for t in [first, *twins]:
         t.join(5)
-    assert sorted(results, key=bool) == [False, True]
-    assert ledger.event_counts()[EventStatus.PENDING] == 1
+    assert sorted(results, key=bool) == [False, True, True]
+    assert ledger.event_counts()[EventStatus.PENDING] == 2
 
 
 def test_a_failed_batch_fails_every_row_and_stores_none(ledger: Ledger, tmp_path: Path) -> None:
@@ -115,7 +145,7 @@ def test_an_unexpected_error_fails_the_batch_without_leaking_it(tmp_path: Path) 
     with pytest.raises(StorageError) as caught:
         inbox.insert(row("evt_x"))
     assert str(caught.value) == "ledger could not record the event: RuntimeError"
-    assert inbox._queue == []
+    assert inbox._queue == [] and not inbox._leading  # the next call may lead
 
 
 def test_the_inbox_connection_is_durable(ledger: Ledger) -> None:
