@@ -22,6 +22,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from logging.handlers import TimedRotatingFileHandler
@@ -124,41 +125,61 @@ class LogFiles:
 
 
 class BufferedRotatingFileHandler(TimedRotatingFileHandler):
-    """A daily-rotated file whose lines are flushed at most ``interval`` seconds late.
+    """A daily-rotated file written in blocks, each line at most ``interval`` seconds late.
 
-    ``StreamHandler.emit`` flushes after every record; here that arms a one-shot
-    timer instead, and the timer (or ``close``/``flush_now``) writes the block.
+    ``handle()`` (on the request's thread) only redacts the record and appends it
+    to a deque: no handler lock, no ``write()``, so request threads never queue on
+    each other. A one-shot timer (or ``flush_now``/``close``) formats and writes
+    the block and flushes the file once.
     """
 
     def __init__(self, path: Path, interval: float = 1.0) -> None:
         super().__init__(path, when="midnight", backupCount=BACKUP_DAYS, utc=True, encoding="utf-8")
         self._interval = interval
+        self._pending: deque[logging.LogRecord] = deque()
+        self._arm_lock = threading.Lock()  # taken once per block, not per line
         self._timer: threading.Timer | None = None
         self._closing = False
 
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        passed = bool(self.filter(record))  # the RedactingFilter: before it is kept
+        if passed:
+            self._pending.append(record)  # atomic
+            if self._timer is None:
+                self._arm()
+        return passed
+
+    def _arm(self) -> None:
+        with self._arm_lock:
+            if self._timer is None and not self._closing:
+                timer = threading.Timer(self._interval, self.flush_now)
+                timer.daemon = True
+                timer.name = "access-log-flush"
+                self._timer = timer
+                timer.start()
+
     def flush(self) -> None:
-        # Called under the handler's lock by emit(), and by close().
+        # StreamHandler.emit calls this after every line: the block is flushed once,
+        # by flush_now. Only close() (FileHandler.close calls flush) flushes here.
         if self._closing:
             super().flush()
-        elif self._timer is None:
-            self._timer = threading.Timer(self._interval, self.flush_now)
-            self._timer.daemon = True
-            self._timer.name = "access-log-flush"
-            self._timer.start()
 
     def flush_now(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+        """Write every pending line and flush the file."""
+        with self._arm_lock:
             timer, self._timer = self._timer, None
-            if timer is not None:
-                timer.cancel()
-            super().flush()
+        if timer is not None:
+            timer.cancel()
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            while self._pending:
+                super().emit(self._pending.popleft())  # rollover check, format, write
+            if self.stream is not None:
+                self.stream.flush()
 
     def close(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self._arm_lock:
             self._closing = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        self.flush_now()
         super().close()
 
 

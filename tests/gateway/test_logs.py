@@ -54,7 +54,7 @@ def test_access_lines_are_written_in_blocks_within_the_interval(tmp_path: Path) 
     slow = BufferedRotatingFileHandler(tmp_path / "slow.log", interval=60)
     try:
         for h in (handler, slow):
-            h.emit(logging.makeLogRecord({"msg": "GET / 200"}))
+            h.handle(logging.makeLogRecord({"msg": "GET / 200"}))
         assert (tmp_path / "slow.log").read_text("utf-8") == ""  # no write() per line
         deadline = time.monotonic() + 5
         while (tmp_path / "access.log").read_text("utf-8") != "GET / 200\n":
