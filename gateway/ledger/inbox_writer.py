@@ -38,14 +38,18 @@ Row = tuple[str, str, int, int, str, bytes, float]
 
 
 class _Pending:
-    __slots__ = ("done", "error", "inserted", "lead", "row")
+    __slots__ = ("error", "inserted", "lead", "row", "wake")
 
     def __init__(self, row: Row) -> None:
         self.row = row
         self.inserted: bool | None = None  # None until its batch committed or failed
         self.error: BaseException | None = None
         self.lead = False  # woken to lead the next batch, not because it is done
-        self.done = threading.Event()
+        # Held until the row has an outcome (or the lead): a follower blocks acquiring
+        # it, the leader releases it. A bare lock, not an Event: Event.set/wait go
+        # through a Python-level Condition, which under load cost more than the commit.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class InboxWriter:
@@ -71,10 +75,10 @@ class InboxWriter:
             lead = not self._leading
             self._leading = True
         if not lead:
-            pending.done.wait()
+            pending.wake.acquire()  # released once: done, or handed the lead
             lead = pending.lead
         if lead:
-            self._lead()
+            self._lead(pending)
         error = pending.error
         if isinstance(error, StorageError):
             raise StorageError(str(error))  # a fresh one per thread: tracebacks stay apart
@@ -82,8 +86,8 @@ class InboxWriter:
             raise StorageError(safe_message("record the event", error))
         return bool(pending.inserted)
 
-    def _lead(self) -> None:
-        """Commit every queued row (ours included), wake them, hand the lead on."""
+    def _lead(self, own: _Pending) -> None:
+        """Commit every queued row (``own`` included), wake them, hand the lead on."""
         with self._mutex:
             batch, self._queue = self._queue, []
         try:
@@ -91,12 +95,13 @@ class InboxWriter:
                 self._commit(batch)  # gives every row an outcome, whatever happens
         finally:
             for pending in batch:
-                pending.done.set()
+                if pending is not own:  # nobody waits on it (and a handed lead was released)
+                    pending.wake.release()
             with self._mutex:
                 if self._queue:
                     head = self._queue[0]
                     head.lead = True
-                    head.done.set()  # it takes the lead (and the queue, itself included)
+                    head.wake.release()  # it takes the lead (and the queue, itself included)
                 else:
                     self._leading = False
 
