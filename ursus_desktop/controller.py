@@ -486,12 +486,29 @@ class GatewayController(QObject):
         self._set_busy(True)
 
         def work() -> None:
+            from gateway.ledger import Ledger
             from gateway.service import GatewayServer
 
-            server = GatewayServer(config, ledger=ledger, threads=threads)
+            given = ledger
             try:
+                if given is None:
+                    # The controller opens it, not the service: a service closes the
+                    # ledger it opened as it stops, under the window's running reads
+                    # (SQLite then crashes); the controller closes its ledgers once no
+                    # read runs (_drop_ledger).
+                    if config.database_url.startswith("sqlite:///"):
+                        try:
+                            config.data_dir.mkdir(parents=True, exist_ok=True)
+                        except OSError as exc:
+                            raise StorageError(
+                                f"cannot create the data folder {config.data_dir}: {exc.strerror}"
+                            ) from exc
+                    given = Ledger.open(config.database_url)
+                server = GatewayServer(config, ledger=given, threads=threads)
                 server.start()
             except Exception as exc:
+                if given is not None and given is not ledger:
+                    given.close()  # opened here for this start: nobody reads it yet
                 if not isinstance(exc, (ValueError, OSError, StorageError)):
                     log.exception("gateway start failed")
                 self._start_failed.emit(start_error_message(exc))
@@ -525,12 +542,18 @@ class GatewayController(QObject):
         if server is None or self._busy:
             return
         self._set_busy(True)
+        # The job lets go of the server before it says so: on_stop_finished collects
+        # the stopped gateway and freezes what remains, which must not include it.
+        held = [server]
+        del server
 
         def work() -> None:
+            stopping = held.pop()
             try:
-                server.stop()
+                stopping.stop()
             except Exception:
                 log.exception("gateway stop failed")
+            del stopping
             self._stopped_done.emit()
 
         self._submit(work)

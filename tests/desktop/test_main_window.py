@@ -76,7 +76,8 @@ def test_sandbox_sale_appears_with_the_seed_split(qtbot, window: MainWindow) -> 
     v = window.model.charge_at(row_of(window, charge_id))
     assert (v.gross, v.stripe_fee, v.commission, v.transfer_amount) == (10000, 320, 97, 9583)
     assert window.model.data(window.model.index(0, Column.TRANSFER)) == "95.83 USD"
-    assert "transferred 95.83 USD" in window.totals_label.text()
+    # The totals are a read of their own, which may come after the rows.
+    qtbot.waitUntil(lambda: "transferred 95.83 USD" in window.totals_label.text(), timeout=3000)
     assert "SANDBOX" in window.windowTitle()
 
 
