@@ -71,6 +71,7 @@ ChargeRow = tuple[Any, ...]  # a raw row of queries.VIEW_COLUMNS
 Fetch = Callable[[int], list[ChargeRow]]  # rows after a seq
 
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
+CLOSE_WAIT = 10.0  # seconds close() waits for calls in progress on other threads
 
 _PENDING = TransferStatus.PENDING.value
 
@@ -87,11 +88,14 @@ def _guard(
     def deco(fn: Callable[Concatenate[Ledger, P], R]) -> Callable[Concatenate[Ledger, P], R]:
         @functools.wraps(fn)
         def wrapper(self: Ledger, *args: P.args, **kwargs: P.kwargs) -> R:
+            self._call_begins()
             try:
                 return fn(self, *args, **kwargs)
             except DB_ERRORS as exc:
                 self._after_error()
                 raise StorageError(safe_message(what, exc)) from exc
+            finally:
+                self._call_ends()
 
         return wrapper
 
@@ -113,6 +117,10 @@ class Ledger:
         self._dv_lock = threading.Lock()
         self._dv_conn: Any = None  # SQLite: a connection that never writes, for data_version
         self._closed = False
+        # Calls in progress: close() waits for them, because closing a SQLite connection
+        # while another thread runs a statement on it can crash the process.
+        self._calls = 0
+        self._calls_done = threading.Condition()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -179,11 +187,29 @@ class Ledger:
         if self._sqlite:
             self._dv_conn = self._engine.raw_connection()
 
+    def _call_begins(self) -> None:
+        with self._calls_done:
+            if self._closed:
+                raise StorageError("the ledger is closed")
+            self._calls += 1
+
+    def _call_ends(self) -> None:
+        with self._calls_done:
+            self._calls -= 1
+            if not self._calls:
+                self._calls_done.notify_all()
+
     def close(self) -> None:
-        """Close every connection; later calls raise StorageError. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        """Wait for calls in progress (bounded), close every connection. Idempotent.
+
+        Later calls raise StorageError.
+        """
+        with self._calls_done:
+            if self._closed:
+                return
+            self._closed = True
+            if not self._calls_done.wait_for(lambda: self._calls == 0, CLOSE_WAIT):
+                log.warning("ledger: closing with %d calls still in progress", self._calls)
         if self._inbox is not None:
             self._inbox.close()
         if self._conns is not None:
@@ -287,6 +313,7 @@ class Ledger:
             open_ids = _units_open.ids = set()
         if id(self) in open_ids:
             raise RuntimeError("a ledger write inside ledger.unit(): call the unit's method")
+        self._call_begins()  # the unit's whole block is one call: close() waits for it
         open_ids.add(id(self))
         u: Unit | None = None
         try:
@@ -306,6 +333,7 @@ class Ledger:
             if u is not None:
                 u._finish()  # its connection is not in its transaction any more
             open_ids.discard(id(self))
+            self._call_ends()
         if u.changed:
             self._notify()
 

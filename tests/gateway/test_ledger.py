@@ -708,3 +708,35 @@ def test_the_schema_compiles_for_postgresql() -> None:
     assert "seq BIGSERIAL" in events
     assert "raw BYTEA" in events
     assert any("UNIQUE (charge_id)" in d for d in ddl if "CREATE TABLE transfers" in d)
+
+
+def test_close_waits_for_a_unit_in_progress_on_another_thread(tmp_path: Path) -> None:
+    # Closing a connection under another thread's transaction rolls it back (or worse):
+    # close() waits for calls in progress, and refuses new ones meanwhile.
+    db = tmp_path / "busy.sqlite3"
+    led = Ledger.open(f"sqlite:///{db}")
+    led.record_event("evt_busy", "charge.succeeded", 1, False, "ch_busy", b"{}")
+    in_unit, release = threading.Event(), threading.Event()
+
+    def step() -> None:
+        with led.unit() as u:
+            u.mark_event("evt_busy", EventStatus.PROCESSED)
+            in_unit.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=step)
+    worker.start()
+    assert in_unit.wait(5)
+    closer = threading.Thread(target=led.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # waiting for the unit, not closing under it
+    with pytest.raises(StorageError, match="closed"):
+        led.counts()  # no new call starts meanwhile
+    release.set()
+    worker.join(5)
+    closer.join(5)
+    assert not closer.is_alive()
+    with sqlite3.connect(db) as check:
+        status = check.execute("SELECT status FROM events WHERE event_id = 'evt_busy'")
+        assert status.fetchone() == ("processed",)  # the unit committed
