@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QEventLoop, Qt, QTimer
+from snapshots import charge_snapshot
 
 from bench.make_ledger import make_ledger
 from gateway.ledger import Ledger
@@ -144,22 +145,7 @@ def test_the_proxy_sorts_by_time_in_sql_without_reading_everything(
 
 
 def _snapshot(charge_id: str, created: int) -> ChargeSnapshot:
-    return ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id="pi_" + charge_id,
-        order_id="order_" + charge_id,
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=created,
-        livemode=False,
-        transfer_group="order_" + charge_id,
-        balance_transaction_id="",
-        actual_fee=None,
-    )
+    return charge_snapshot(charge_id, created=created)
 
 
 def test_refresh_inserts_new_rows_at_the_top(qtbot, model, tmp_path: Path) -> None:

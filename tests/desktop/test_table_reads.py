@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QModelRoleData, QModelRoleDataSpan, Qt, QThread
 from PySide6.QtWidgets import QApplication, QTableView
+from snapshots import charge_snapshot
 
 from bench.make_ledger import make_ledger
 from gateway.ledger import Ledger
@@ -87,22 +88,7 @@ def open_table(qtbot, model: ChargesModel, ledger: Ledger) -> None:  # type: ign
 
 
 def snapshot(charge_id: str, created: int) -> ChargeSnapshot:
-    return ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id="pi_" + charge_id,
-        order_id="order_" + charge_id,
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=created,
-        livemode=False,
-        transfer_group="order_" + charge_id,
-        balance_transaction_id="",
-        actual_fee=None,
-    )
+    return charge_snapshot(charge_id, created=created)
 
 
 def test_painting_reads_pages_off_the_gui_thread_only(qtbot, table, ledger: Ledger) -> None:

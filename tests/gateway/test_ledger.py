@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from snapshots import charge_snapshot
 from sqlalchemy import create_engine, text
 
 from gateway.errors import StorageError
@@ -30,23 +31,7 @@ RAW = b'{"id": "evt_1", "object": "event", "data": {"object": {"id": "ch_1"}}}\x
 
 
 def snapshot(charge_id: str = "ch_1", **changes: object) -> ChargeSnapshot:
-    base = ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id=f"pi_{charge_id[3:]}",
-        order_id=f"order-{charge_id[3:]}",
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=1_780_000_000,
-        livemode=False,
-        transfer_group=f"order-{charge_id[3:]}",
-        balance_transaction_id="",
-        actual_fee=None,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return charge_snapshot(charge_id, **changes)
 
 
 def usd_split(gross: int = 10000) -> FeeSplit:

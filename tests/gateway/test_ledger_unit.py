@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from snapshots import charge_snapshot
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
@@ -23,22 +24,8 @@ ACCOUNT = "acct_test1234567"
 
 
 def snapshot(charge_id: str = "ch_1", fee: int | None = 320) -> ChargeSnapshot:
-    return ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id=f"pi_{charge_id[3:]}",
-        order_id=f"order-{charge_id[3:]}",
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=1_780_000_000,
-        livemode=False,
-        transfer_group=f"order-{charge_id[3:]}",
-        balance_transaction_id="txn_1" if fee is not None else "",
-        actual_fee=fee,
-    )
+    txn = "txn_1" if fee is not None else ""
+    return charge_snapshot(charge_id, balance_transaction_id=txn, actual_fee=fee)
 
 
 @pytest.fixture
