@@ -52,3 +52,24 @@ def controller(qtbot, desktop_env: Path):  # type: ignore[no-untyped-def]
     c = GatewayController()
     yield c
     c.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, controller):  # type: ignore[no-untyped-def]
+    """A MainWindow over a sandbox-mode controller with its ledger open."""
+    import dataclasses
+
+    from gateway.config import Settings
+    from ursus_desktop.main_window import MainWindow
+
+    controller.settings = dataclasses.replace(Settings(), port=0)
+    controller.sandbox = True
+    w = MainWindow(controller, tray=False, first_run_prompt=False)
+    with qtbot.waitSignal(controller.ledger_opened, timeout=5000):
+        controller.open_ledger()
+    yield w
+    # Not qtbot.addWidget: pytest-qt would close the window while the gateway runs,
+    # and closing then asks whether to stop it.
+    controller.shutdown()
+    w.close()
+    w.deleteLater()

@@ -22,21 +22,6 @@ from ursus_desktop.payments_model import CHARGE_ROLE, Column
 pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints")
 
 
-@pytest.fixture
-def window(qtbot, controller: GatewayController):  # type: ignore[no-untyped-def]
-    controller.settings = dataclasses.replace(Settings(), port=0)
-    controller.sandbox = True
-    w = MainWindow(controller, tray=False, first_run_prompt=False)
-    with qtbot.waitSignal(controller.ledger_opened, timeout=5000):
-        controller.open_ledger()
-    yield w
-    # Not qtbot.addWidget: pytest-qt would close the window while the gateway runs,
-    # and closing then asks whether to stop it.
-    controller.shutdown()
-    w.close()
-    w.deleteLater()
-
-
 def start(qtbot, window: MainWindow) -> None:
     with qtbot.waitSignal(window.controller.running_changed, timeout=10000):
         window.start_action.trigger()

@@ -10,46 +10,18 @@ import weakref
 import pytest
 from PySide6.QtCore import QThread
 from PySide6.QtWidgets import QApplication
+from snapshots import charge_snapshot
 
 from gateway.config import Settings
 from gateway.models import ChargeSnapshot, TimelineKind
 from ursus_desktop.controller import CHANGED_MS, GatewayController
-from ursus_desktop.main_window import MainWindow
 from ursus_desktop.payments_model import CHARGE_ROLE
 
 pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints")
 
 
-@pytest.fixture
-def window(qtbot, controller: GatewayController):  # type: ignore[no-untyped-def]
-    controller.settings = dataclasses.replace(Settings(), port=0)
-    controller.sandbox = True
-    w = MainWindow(controller, tray=False, first_run_prompt=False)
-    with qtbot.waitSignal(controller.ledger_opened, timeout=5000):
-        controller.open_ledger()
-    yield w
-    controller.shutdown()
-    w.close()
-    w.deleteLater()
-
-
 def snapshot(charge_id: str) -> ChargeSnapshot:
-    return ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id="pi_" + charge_id,
-        order_id="order_" + charge_id,
-        currency="usd",
-        amount=2500,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=int(time.time()),
-        livemode=False,
-        transfer_group="order_" + charge_id,
-        balance_transaction_id="",
-        actual_fee=None,
-    )
+    return charge_snapshot(charge_id, amount=2500, created=int(time.time()))
 
 
 def test_the_detail_pane_and_the_table_read_off_the_gui_thread(qtbot, window, monkeypatch):  # type: ignore[no-untyped-def]

@@ -37,13 +37,16 @@ def stored_ids(path: Path) -> set[str]:
         return {r[0] for r in db.execute("SELECT event_id FROM events")}
 
 
-def insert_in_threads(inbox: InboxWriter, ids: list[str]) -> dict[str, object]:
+def insert_in_threads(
+    inbox: InboxWriter, ids: list[str], first_id: str = "evt_first"
+) -> tuple[object, list[tuple[str, object]]]:
     """Insert ``ids`` from one thread each while the first commit is held up.
 
-    The first thread leads a batch of its own row and is stopped inside the commit
-    until every other row has queued; the lead then passes to them: one batch.
+    A first thread leads a batch of its own row (``first_id``) and is stopped inside
+    the commit until every other row has queued; the lead then passes to them: one
+    batch. Returns the first row's outcome and each other row's (id, outcome).
     """
-    outcomes: dict[str, object] = {}
+    outcomes: list[tuple[str, object]] = []
     entered, release = threading.Event(), threading.Event()
     commit = inbox._commit
 
@@ -53,17 +56,18 @@ def insert_in_threads(inbox: InboxWriter, ids: list[str]) -> dict[str, object]:
             release.wait(5)
         commit(batch)  # type: ignore[arg-type]
 
-    def work(event_id: str) -> None:
+    def work(event_id: str, out: list[tuple[str, object]]) -> None:
         try:
-            outcomes[event_id] = inbox.insert(row(event_id))
+            out.append((event_id, inbox.insert(row(event_id))))
         except StorageError as exc:
-            outcomes[event_id] = exc
+            out.append((event_id, exc))
 
+    first_out: list[tuple[str, object]] = []
     inbox._commit = held_commit  # type: ignore[method-assign]
-    first = threading.Thread(target=work, args=("evt_first",))
+    first = threading.Thread(target=work, args=(first_id, first_out))
     first.start()
     assert entered.wait(5)
-    threads = [threading.Thread(target=work, args=(i,)) for i in ids]
+    threads = [threading.Thread(target=work, args=(i, outcomes)) for i in ids]
     for t in threads:
         t.start()
     wait_until(lambda: len(inbox._queue) == len(ids))
@@ -71,15 +75,14 @@ def insert_in_threads(inbox: InboxWriter, ids: list[str]) -> dict[str, object]:
     for t in [first, *threads]:
         t.join(5)
     del inbox._commit
-    outcomes.pop("evt_first")
-    return outcomes
+    return first_out[0][1], outcomes
 
 
 def test_rows_queued_together_commit_in_one_transaction(ledger: Ledger, tmp_path: Path) -> None:
     inbox = inbox_of(ledger)
     before = inbox.batches
     ids = [f"evt_batch_{i}" for i in range(6)]
-    outcomes = insert_in_threads(inbox, ids)
+    outcomes = dict(insert_in_threads(inbox, ids)[1])
     assert inbox.batches == before + 2  # the first row's, then all six together
     assert outcomes == dict.fromkeys(ids, True)
     assert stored_ids(tmp_path / "l.sqlite3") == {"evt_first", *ids}
@@ -87,30 +90,8 @@ def test_rows_queued_together_commit_in_one_transaction(ledger: Ledger, tmp_path
 
 def test_a_duplicate_in_the_same_batch_is_reported_as_one(ledger: Ledger) -> None:
     inbox = inbox_of(ledger)
-    results: list[object] = []
-    entered, release = threading.Event(), threading.Event()
-    commit = inbox._commit
-
-    def held_commit(batch: list[object]) -> None:
-        if not entered.is_set():
-            entered.set()
-            release.wait(5)
-        commit(batch)  # type: ignore[arg-type]
-
-    def work(event_id: str) -> None:
-        results.append(inbox.insert(row(event_id)))
-
-    inbox._commit = held_commit  # type: ignore[method-assign]
-    first = threading.Thread(target=work, args=("evt_other",))
-    first.start()
-    assert entered.wait(5)
-    twins = [threading.Thread(target=work, args=("evt_twice",)) for _ in range(2)]
-    for t in twins:
-        t.start()
-    wait_until(lambda: len(inbox._queue) == 2)  # both in the next batch
-    release.set()
-    for t in [first, *twins]:
-        t.join(5)
+    first, twins = insert_in_threads(inbox, ["evt_twice", "evt_twice"], "evt_other")
+    results = [first, *(outcome for _, outcome in twins)]  # both twins in the next batch
     assert sorted(results, key=bool) == [False, True, True]
     assert ledger.event_counts()[EventStatus.PENDING] == 2
 
@@ -123,7 +104,8 @@ def test_a_failed_batch_fails_every_row_and_stores_none(ledger: Ledger, tmp_path
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        outcomes = insert_in_threads(inbox, ["evt_locked_1", "evt_locked_2", "evt_locked_3"])
+        ids = ["evt_locked_1", "evt_locked_2", "evt_locked_3"]
+        outcomes = dict(insert_in_threads(inbox, ids)[1])
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

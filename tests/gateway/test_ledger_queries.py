@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from pathlib import Path
 
 import pytest
+from snapshots import charge_snapshot
 
 from bench.make_ledger import make_ledger
 from gateway.fees import FeeSchedule, FeeSource, split
@@ -19,23 +19,7 @@ EVERYTHING = ChargeFilter()
 
 
 def snapshot(n: int, **changes: object) -> ChargeSnapshot:
-    base = ChargeSnapshot(
-        charge_id=f"ch_{n:03d}",
-        payment_intent_id=f"pi_{n:03d}",
-        order_id=f"order-{n:03d}",
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=T0 + n * 60,
-        livemode=False,
-        transfer_group=f"order-{n:03d}",
-        balance_transaction_id="",
-        actual_fee=None,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return charge_snapshot(f"ch_{n:03d}", **{"created": T0 + n * 60, **changes})
 
 
 def add(ledger: Ledger, snap: ChargeSnapshot, status: TransferStatus) -> None:
