@@ -188,6 +188,7 @@ class Ledger:
             self._dv_conn = self._engine.raw_connection()
 
     def _call_begins(self) -> None:
+        """Every guarded method and unit starts here: the one check for a closed ledger."""
         with self._calls_done:
             if self._closed:
                 raise StorageError("the ledger is closed")
@@ -231,8 +232,6 @@ class Ledger:
     @contextmanager
     def _read(self, snapshot: bool = False) -> Iterator[Connection]:
         """A connection for reads; ``snapshot``: several SELECTs see one state."""
-        if self._closed:
-            raise StorageError("the ledger is closed")
         if self._conns is None:
             with self._engine.connect() as conn:
                 yield conn
@@ -246,8 +245,6 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction, committed on exit (listeners are the caller's job)."""
-        if self._closed:
-            raise StorageError("the ledger is closed")
         if self._conns is None:
             with self._engine.begin() as conn:
                 yield conn
@@ -340,8 +337,6 @@ class Ledger:
     @_guard("read the data version")
     def data_version(self) -> int:
         """A number that changes whenever any connection or process committed."""
-        if self._closed:
-            raise StorageError("the ledger is closed")
         if self._sqlite:
             # PRAGMA data_version changes when *another* connection committed; this
             # connection never writes, so it sees every commit, ours included.
@@ -373,8 +368,6 @@ class Ledger:
         raw: bytes,
     ) -> bool:
         """Store a verified webhook event, committed before returning; False if a duplicate."""
-        if self._closed:
-            raise StorageError("the ledger is closed")
         now = time.time()
         if self._inbox is not None:
             # Committed (with whatever other threads queued meanwhile) before it returns.
@@ -627,8 +620,6 @@ class Ledger:
     def _fetch_batch(self, fetch: Fetch, after_seq: int) -> list[ChargeRow]:
         # Each batch is its own short read: no transaction is held while the caller
         # writes the rows out (a long read would stop WAL checkpoints).
-        if self._closed:
-            raise StorageError("the ledger is closed")
         return fetch(after_seq)
 
     @_guard("total charges")
@@ -685,8 +676,6 @@ class Ledger:
 
     def _query(self, stmt: st.Prepared, params: dict[str, Any]) -> list[st.Row]:
         """A prepared read outside any unit: SQLite's raw connection, else a short read."""
-        if self._closed:
-            raise StorageError("the ledger is closed")
         if self._conns is not None:
             return st.Executor(None, self._conns.dbapi()).all(stmt, params)
         with self._read() as conn:
