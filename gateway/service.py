@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "GatewayServer", "PortInUseError"]
+__all__ = ["ConfigError", "GatewayServer", "PortInUseError", "open_ledger"]
 
 
 def _ledger_place(config: GatewayConfig) -> str:
@@ -32,6 +32,22 @@ def _ledger_place(config: GatewayConfig) -> str:
     if config.settings.database_url:
         return "the database named by URSUS_DATABASE_URL"
     return f"the ledger {config.data_dir / 'ursus.sqlite3'}"
+
+
+def open_ledger(config: GatewayConfig) -> Ledger:
+    """Open the configured ledger, creating the data folder; StorageError says where."""
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the data folder {config.data_dir}: {exc.strerror}"
+        ) from exc
+    try:
+        return Ledger.open(config.database_url)
+    except StorageError as exc:
+        raise StorageError(
+            f"{_ledger_place(config)} cannot be used (is its folder writable?): {exc}"
+        ) from exc
 
 
 class ConfigError(ValueError):
@@ -167,21 +183,7 @@ class GatewayServer:
                     f"cannot write the log folder {config.logs_dir}: {exc.strerror or exc}"
                 ) from exc
 
-        if self._given_ledger is not None:
-            self._ledger = self._given_ledger
-        else:
-            try:
-                config.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot create the data folder {config.data_dir}: {exc.strerror}"
-                ) from exc
-            try:
-                self._ledger = Ledger.open(config.database_url)
-            except StorageError as exc:
-                raise StorageError(
-                    f"{_ledger_place(config)} cannot be used (is its folder writable?): {exc}"
-                ) from exc
+        self._ledger = self._given_ledger or open_ledger(config)
 
         self._stripe = self._given_stripe or StripeGateway(
             config.secrets.stripe_secret_key, api_base=config.settings.stripe_api_base

@@ -486,24 +486,15 @@ class GatewayController(QObject):
         self._set_busy(True)
 
         def work() -> None:
-            from gateway.ledger import Ledger
-            from gateway.service import GatewayServer
+            from gateway.service import GatewayServer, open_ledger
 
             given = ledger
             try:
                 if given is None:
                     # The controller opens it, not the service: a service closes the
-                    # ledger it opened as it stops, under the window's running reads
-                    # (SQLite then crashes); the controller closes its ledgers once no
-                    # read runs (_drop_ledger).
-                    if config.database_url.startswith("sqlite:///"):
-                        try:
-                            config.data_dir.mkdir(parents=True, exist_ok=True)
-                        except OSError as exc:
-                            raise StorageError(
-                                f"cannot create the data folder {config.data_dir}: {exc.strerror}"
-                            ) from exc
-                    given = Ledger.open(config.database_url)
+                    # ledger it opened as it stops, under the window's running reads;
+                    # the controller closes its ledgers once no read runs (_drop_ledger).
+                    given = open_ledger(config)
                 server = GatewayServer(config, ledger=given, threads=threads)
                 server.start()
             except Exception as exc:
