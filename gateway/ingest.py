@@ -49,7 +49,8 @@ class IngestGauge:
         self._last_exited = 0
         self._burst = burst
         self._window = window
-        self._starts: deque[float] = deque(maxlen=max(1, recent))
+        self._recent = max(1, recent)
+        self._starts: deque[float] = deque(maxlen=self._recent)
         self._max_wait = max_wait
         self._sleep = sleep
         self._clock = clock
@@ -72,13 +73,9 @@ class IngestGauge:
         if self.in_flight >= self._burst:
             return True
         starts = self._starts
-        if len(starts) < (starts.maxlen or 1):
+        if len(starts) < self._recent:
             return False
-        try:
-            oldest = starts[0]  # of the last ``recent`` starts
-        except IndexError:  # pragma: no cover - the deque only grows
-            return False
-        return self._clock() - oldest < self._window
+        return self._clock() - starts[0] < self._window  # the oldest of the last ``recent``
 
     def yield_to_ingest(self) -> float:
         """While a burst is in flight, wait (at most ``max_wait``); the seconds waited."""

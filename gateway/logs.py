@@ -27,12 +27,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
+from typing import Any
 
 ACCESS_LOGGER = "gateway.access"
 ERROR_LOGGERS = ("gateway", "waitress")
 ACCESS_LOG = "access.log"
 ERROR_LOG = "error.log"
 BACKUP_DAYS = 14
+# Both files: a new one at UTC midnight, 14 kept.
+ROTATION: dict[str, Any] = {
+    "when": "midnight",
+    "backupCount": BACKUP_DAYS,
+    "utc": True,
+    "encoding": "utf-8",
+}
 REDACTED = "[REDACTED]"
 
 # Stripe secret/restricted keys and webhook signing secrets, whatever the config holds.
@@ -134,7 +142,7 @@ class BufferedRotatingFileHandler(TimedRotatingFileHandler):
     """
 
     def __init__(self, path: Path, interval: float = 1.0) -> None:
-        super().__init__(path, when="midnight", backupCount=BACKUP_DAYS, utc=True, encoding="utf-8")
+        super().__init__(path, **ROTATION)
         self._interval = interval
         self._pending: deque[logging.LogRecord] = deque()
         self._arm_lock = threading.Lock()  # taken once per block, not per line
@@ -190,9 +198,7 @@ def _file_handler(
     if buffered:
         handler = BufferedRotatingFileHandler(path)
     else:
-        handler = TimedRotatingFileHandler(
-            path, when="midnight", backupCount=BACKUP_DAYS, utc=True, encoding="utf-8"
-        )
+        handler = TimedRotatingFileHandler(path, **ROTATION)
     handler.setLevel(level)
     handler.setFormatter(UtcFormatter(fmt))
     handler.addFilter(RedactingFilter(secrets))

@@ -144,7 +144,7 @@ class InboxWriter:
 
     def _rollback(self) -> None:
         """Leave no transaction open; drop the connection if it cannot even roll back."""
-        conn, raw = self._conn, None
+        conn = self._conn
         if conn is None:
             return
         try:
