@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import calendar
 import csv
-import dataclasses
 import io
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from snapshots import charge_snapshot
 
 from bench.make_ledger import make_ledger
 from gateway.export import COLUMNS, ExportCancelled, export_csv, safe_cell
@@ -22,23 +22,7 @@ NOON = calendar.timegm((2026, 11, 26, 12, 0, 0))
 
 
 def snapshot(charge_id: str, **changes: object) -> ChargeSnapshot:
-    base = ChargeSnapshot(
-        charge_id=charge_id,
-        payment_intent_id="pi_" + charge_id[3:],
-        order_id="order-" + charge_id[3:],
-        currency="usd",
-        amount=10000,
-        amount_refunded=0,
-        captured=True,
-        paid=True,
-        status="succeeded",
-        created=NOON,
-        livemode=False,
-        transfer_group="",
-        balance_transaction_id="",
-        actual_fee=None,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return charge_snapshot(charge_id, **{"created": NOON, "transfer_group": "", **changes})
 
 
 def add(ledger: Ledger, snap: ChargeSnapshot, transfer_id: str | None = "tr_1") -> None:

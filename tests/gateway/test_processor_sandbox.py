@@ -27,12 +27,8 @@ from gateway.stripe_api import StripeGateway
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
-    sb = SandboxServer.generated(retry_delays=(0.01,), seed=7)
-    sb.start()
-    try:
+    with SandboxServer.generated(retry_delays=(0.01,), seed=7) as sb:
         yield sb
-    finally:
-        sb.stop()
 
 
 @pytest.fixture

@@ -63,12 +63,8 @@ def fast_processor_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
     """Stripe: the offline sandbox on a loopback port; it delivers no webhooks itself."""
-    sb = SandboxServer.generated(retry_delays=(0.01,), seed=20261126, threads=8)
-    sb.start()
-    try:
+    with SandboxServer.generated(retry_delays=(0.01,), seed=20261126, threads=8) as sb:
         yield sb
-    finally:
-        sb.stop()
 
 
 @pytest.fixture

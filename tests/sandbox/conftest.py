@@ -16,12 +16,8 @@ from gateway.wsgi_server import WsgiServer
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
-    sb = SandboxServer.generated(retry_delays=(0.01, 0.02, 0.05), seed=1234)
-    sb.start()
-    try:
+    with SandboxServer.generated(retry_delays=(0.01, 0.02, 0.05), seed=1234) as sb:
         yield sb
-    finally:
-        sb.stop()
 
 
 @pytest.fixture
